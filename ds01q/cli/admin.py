@@ -1,0 +1,123 @@
+"""`ds01q admin …`: priorities, holds, drains, inventory, database."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ds01q.cli import output
+from ds01q.client import Client
+
+
+def _c(ctx: click.Context) -> Client:
+    return Client(config=ctx.find_root().obj.get("config"))
+
+
+@click.group()
+def admin() -> None:
+    """Admin commands (members of an admin group only)."""
+
+
+@admin.command()
+@click.argument("job_id", type=int)
+@click.argument("boost", type=int)
+@click.pass_context
+def priority(ctx: click.Context, job_id: int, boost: int) -> None:
+    """Set an admin priority boost for a job."""
+    with _c(ctx) as c:
+        r = c.call("admin.priority", id=job_id, boost=boost)
+    click.echo(f"job {r['id']}: boost {r['boost']}")
+
+
+def _states(ctx: click.Context, op: str, job_ids: tuple[int, ...]) -> None:
+    with _c(ctx) as c:
+        for r in c.call(op, ids=list(job_ids)):
+            click.echo(f"job {r['id']}: {r['state']}")
+
+
+@admin.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Hold pending jobs."""
+    _states(ctx, "admin.hold", job_ids)
+
+
+@admin.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Release held jobs."""
+    _states(ctx, "admin.release", job_ids)
+
+
+@admin.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def requeue(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Stop running jobs and put them back in the queue."""
+    _states(ctx, "admin.requeue", job_ids)
+
+
+@admin.command()
+@click.argument("uuid")
+@click.option("--reason", default=None)
+@click.pass_context
+def drain(ctx: click.Context, uuid: str, reason: str | None) -> None:
+    """Give a GPU or slice no new jobs."""
+    with _c(ctx) as c:
+        r = c.call("admin.drain", uuid=uuid, reason=reason)
+    click.echo(f"{r['kind']} {r['uuid']}: drained")
+
+
+@admin.command()
+@click.argument("uuid")
+@click.pass_context
+def resume(ctx: click.Context, uuid: str) -> None:
+    """Undo a drain."""
+    with _c(ctx) as c:
+        r = c.call("admin.resume", uuid=uuid)
+    click.echo(f"{r['kind']} {r['uuid']}: resumed")
+
+
+@admin.group()
+def inventory() -> None:
+    """GPU inventory."""
+
+
+@inventory.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def refresh(ctx: click.Context, as_json: bool) -> None:
+    """Read the inventory again (static config or NVML) and reconcile."""
+    with _c(ctx) as c:
+        r: dict[str, Any] = c.call("admin.refresh")
+    if as_json:
+        output.emit_json(r)
+        return
+    click.echo(f"added {len(r['added'])}, removed {len(r['removed'])}, jobs hit {r['failed_jobs'] or 'none'}")
+
+
+@admin.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Apply the Alembic migrations up to the newest."""
+    from ds01q import daemon
+
+    url = daemon.db_upgrade(ctx.find_root().obj.get("config"))
+    click.echo(f"database at head: {url}")
+
+
+@admin.group("config")
+def config_group() -> None:
+    """Config helpers."""
+
+
+from ds01q.cli.importcmd import import_ds01  # noqa: E402
+
+config_group.add_command(import_ds01)

@@ -1,0 +1,233 @@
+"""`ds01q` command line: parse, call ds01q.Client, hand the result to cli.output."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ds01q.cli import output
+from ds01q.client import FINAL, Client
+from ds01q.errors import Ds01qError
+
+EXIT_BY_STATE = {"COMPLETED": 0, "CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
+
+
+def client(ctx: click.Context) -> Client:
+    return Client(config=ctx.obj.get("config"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="DS01Q_CONFIG", default=None,
+              help="Config file (default /etc/ds01q/ds01q.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """ds01q: a fair queue for shared GPU servers."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+@cli.command()
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+@click.pass_context
+def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None:
+    """Run the daemon in the foreground."""
+    from ds01q import daemon
+
+    daemon.run(ctx.obj["config"], log_level)
+
+
+def request_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--mig", help="One MIG slice of this profile, e.g. 2g.10gb."),
+        click.option("--gpus", type=int, help="N whole GPUs on one node; 0 for CPU only."),
+        click.option("--gres", help="Slurm style: gpu:N or gpu:PROFILE:1."),
+        click.option("--gpu-mem", help="Any slice with at least this much GPU memory, e.g. 10g."),
+        click.option("--cpus", type=float, help="CPUs for the container."),
+        click.option("--mem", help="Memory limit, e.g. 512m or 32g."),
+        click.option("--time", "time_", help="Time limit: 30m, 24h, 2d or [D-]HH:MM:SS."),
+        click.option("--image", help="Container image (from the allow-list)."),
+        click.option("--name", "-J", help="Job name."),
+        click.option("--nice", type=int, default=None, help="Lower your own job's priority by N."),
+        click.option("--env", "-e", multiple=True, help="KEY=VALUE for the job's environment (repeatable)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _options(kw: dict[str, Any]) -> dict[str, Any]:
+    env: dict[str, str] = {}
+    for item in kw.pop("env", ()) or ():
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--env {item!r} is not KEY=VALUE")
+        env[key] = val
+    kw["time"] = kw.pop("time_", None)
+    if env:
+        kw["env"] = env
+    return kw
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@request_options
+@click.option("--wait", is_flag=True, help="Block until the job ends; exit with its exit code.")
+@click.option("--parsable", is_flag=True, help="Print only the job id.")
+@click.option("--output", "-o", help="Output file name in the submit directory (%j = job id).")
+@click.option("--hold", is_flag=True, help="Submit held (an admin releases it).")
+@click.argument("script")
+@click.argument("args", nargs=-1)
+@click.pass_context
+def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, **kw: Any) -> None:
+    """Queue a batch job and print its id."""
+    with client(ctx) as c:
+        job_id = c.submit(script, args, **_options(kw))
+        click.echo(str(job_id) if parsable else f"Submitted batch job {job_id}")
+        if wait:
+            job = c.wait(job_id)
+            ctx.exit(_exit_code(job))
+
+
+def _exit_code(job: dict[str, Any]) -> int:
+    if job["state"] in ("COMPLETED", "FAILED") and job.get("exit_code") is not None:
+        return int(job["exit_code"]) & 0xFF
+    return EXIT_BY_STATE.get(job["state"], 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--long", "-l", is_flag=True, help="Show priority and its factors (like sprio).")
+@click.option("--start", is_flag=True, help="Show estimated start times.")
+@click.option("--user", "-u", default=None)
+@click.option("--me", is_flag=True, help="Only my jobs.")
+@click.pass_context
+def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool) -> None:
+    """Pending and running jobs, in priority order."""
+    import pwd
+
+    if me:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    with client(ctx) as c:
+        jobs = c.queue(user)
+    if as_json:
+        output.emit_json(jobs)
+    else:
+        output.job_rows(jobs, long=long, start=start)
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
+    """One job: state, reason, request, slices and events."""
+    with client(ctx) as c:
+        job = c.show(job_id)
+    output.emit_json(job) if as_json else output.job_detail(job)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", "-u", default=None)
+@click.option("--state", "-s", "states", multiple=True, help="Filter by state (repeatable).")
+@click.option("--since", default=None, help="Only jobs submitted in this window, e.g. 2d.")
+@click.option("--limit", type=int, default=1000)
+@click.pass_context
+def history(ctx: click.Context, as_json: bool, user: str | None, states: tuple[str, ...], since: str | None,
+            limit: int) -> None:
+    """Finished jobs (like sacct)."""
+    with client(ctx) as c:
+        jobs = c.history(user=user, states=list(states) or None, since=since, limit=limit)
+    if as_json:
+        output.emit_json(jobs)
+        return
+    output.table(["JOBID", "NAME", "USER", "STATE", "EXIT", "REQ", "ELAPSED", "SUBMITTED"],
+                 [[j["id"], j["name"][:20], j["user"], j["state"], "-" if j["exit_code"] is None else j["exit_code"],
+                   output.request_text(j["request"]), output.elapsed(j), output.short_time(j["submitted_at"])]
+                  for j in jobs])
+
+
+@cli.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def cancel(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Cancel jobs (pending ones at once, running ones are stopped)."""
+    with client(ctx) as c:
+        for r in c.cancel(*job_ids):
+            click.echo(f"job {r['id']}: {'stopping' if r['cancel_requested'] else r['state']}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--follow", "-f", is_flag=True)
+@click.pass_context
+def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
+    """Print a job's output file."""
+    with client(ctx) as c:
+        for chunk in c.logs(job_id, follow=follow):
+            click.echo(chunk, nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """GPUs and slices, drawn to scale, with who runs where."""
+    with client(ctx) as c:
+        st = c.status()
+    output.emit_json(st) if as_json else output.status_view(st)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", "-u", default=None)
+@click.pass_context
+def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
+    """My group, its limits and my current use."""
+    with client(ctx) as c:
+        r = c.limits(user)
+    if as_json:
+        output.emit_json(r)
+        return
+    click.echo(f"user {r['user']}  group {r['group']}  priority {r['priority']}  admin {r['admin']}")
+    for k, v in r["limits"].items():
+        click.echo(f"  {k:<20} {'unlimited' if v is None else v}")
+    click.echo("  in use: " + ", ".join(f"{k} {v}" for k, v in r["use"].items()))
+
+
+from ds01q.cli import admin as _admin  # noqa: E402  (registers `ds01q admin …`)
+
+cli.add_command(_admin.admin)
+try:
+    from ds01q.cli import simulate as _simulate  # noqa: E402
+
+    cli.add_command(_simulate.simulate)
+except ImportError:  # pragma: no cover - simulate ships with the package
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors, never a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="ds01q", standalone_mode=False)
+        return int(rv or 0)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("ds01q: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"ds01q: error: {e.format_message()}".splitlines()[0], err=True)
+        return 2
+    except Ds01qError as e:
+        click.echo(f"ds01q: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

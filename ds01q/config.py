@@ -1,0 +1,341 @@
+"""YAML config → frozen, validated objects. Every error names its key path.
+
+The format is the one in docs (design.md); ``ds01q.ds01infra`` converts
+ds01-infra's resource-limits.yaml into the same mapping first.
+"""
+from __future__ import annotations
+
+import fnmatch
+import grp
+import os
+import pwd
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ds01q.errors import ConfigError
+from ds01q.scheduler.snapshot import GroupPolicy, Limits, Weights
+from ds01q.types import RequestKind, ResourceRequest
+from ds01q.units import parse_duration, parse_size
+
+DEFAULT_PATH = "/etc/ds01q/ds01q.yaml"
+DEFAULT_SOCKET = "/run/ds01q/ds01q.sock"
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    priority: int = 0
+    admin: bool = False
+    limits: Limits = field(default_factory=Limits)
+    share: float = 1.0
+    idle_timeout_s: float | None = None
+    cpus: float | None = None  # default per job
+    mem_bytes: int | None = None
+    pids_limit: int | None = 4096
+    shm_bytes: int | None = None
+    default_request: ResourceRequest = field(default_factory=ResourceRequest)
+    unix_group: str | None = None
+    group_max_gpus: float | None = None
+
+    def policy(self) -> GroupPolicy:
+        return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    kind: str = "docker"
+    default_image: str = "ds01q/busybox:test"
+    gpu_runtime: str = "none"
+    allowed_images: tuple[str, ...] = ()
+    state_dir: str = "/var/lib/ds01q/run"
+    cgroup_root: str = "ds01q"
+    cgroup_driver: str = "auto"  # auto | systemd | cgroupfs | none
+    stop_grace_s: float = 10.0
+    allowed_roots: tuple[str, ...] = ("/home", "/tmp", "/data", "/scratch", "/workspace", "/srv", "/root")
+
+    def image_allowed(self, image: str) -> bool:
+        return image == self.default_image or any(fnmatch.fnmatchcase(image, p) for p in self.allowed_images)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    database: str
+    socket: str
+    tick_s: float
+    executor: ExecutorConfig
+    inventory_source: str
+    inventory_gpus: tuple[dict[str, Any], ...]
+    node: str
+    default_group: str
+    groups: dict[str, GroupConfig]
+    users: dict[str, dict[str, Any]]
+    user_limits: dict[str, Limits]
+    policy: str
+    weights: Weights
+    admin_users: tuple[str, ...]
+    sample_interval_s: float
+    carbon_g_per_kwh: float
+    requeue_on_layout_change: bool
+    lifecycle_exempt: tuple[str, ...]
+
+    # ----- lookups -----
+    def group_of(self, user: str) -> GroupConfig:
+        explicit = self.users.get(user, {}).get("group")
+        if explicit:
+            return self.groups[explicit]
+        for g in sorted(self.groups.values(), key=lambda g: -g.priority):
+            if g.unix_group and _in_unix_group(user, g.unix_group):
+                return g
+        return self.groups[self.default_group]
+
+    def limits_for(self, user: str) -> Limits:
+        return self.user_limits.get(user) or self.group_of(user).limits
+
+    def is_admin(self, user: str, uid: int) -> bool:
+        return uid == 0 or user in self.admin_users or self.group_of(user).admin
+
+
+def _in_unix_group(user: str, group: str) -> bool:
+    try:
+        g = grp.getgrnam(group)
+    except KeyError:
+        return False
+    if user in g.gr_mem:
+        return True
+    try:
+        return pwd.getpwnam(user).pw_gid == g.gr_gid
+    except KeyError:
+        return False
+
+
+# ----------------------------------------------------------------- loading
+def load(path: str | None = None) -> Config:
+    p = path or os.environ.get("DS01Q_CONFIG") or DEFAULT_PATH
+    try:
+        text = Path(p).read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys like database, groups, inventory")
+    if "defaults" in data and "groups" in data and "inventory" not in data:
+        from ds01q.ds01infra import convert  # ds01-infra resource-limits.yaml, loaded as it is
+
+        data = convert(data, Path(p).parent)
+    return from_dict(data, p)
+
+
+def _get(d: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{path}.{key}: {v!r} is not a {names}".lstrip("."))
+    return v
+
+
+def _duration(d: dict[str, Any], key: str, path: str) -> float | None:
+    if d.get(key) is None:
+        return None
+    v = parse_duration(d[key])
+    if v is None:
+        raise ConfigError(f"{path}.{key}: {d[key]!r} is not a duration like 30m, 24h, 2d".lstrip("."))
+    return v
+
+
+def _size(d: dict[str, Any], key: str, path: str) -> int | None:
+    if d.get(key) is None:
+        return None
+    v = parse_size(d[key])
+    if v is None:
+        raise ConfigError(f"{path}.{key}: {d[key]!r} is not a size like 512m, 32g".lstrip("."))
+    return v
+
+
+def _mapping(d: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    v = d.get(key) or {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"{path}{key}: must be a mapping, not {type(v).__name__}")
+    return v
+
+
+LIMIT_KEYS = {
+    "max_gpus", "max_slices", "max_running_jobs", "max_queued_jobs", "max_interactive", "max_runtime",
+    "max_slices_per_job", "allowed_profiles", "allow_full_gpu",
+}
+GROUP_KEYS = LIMIT_KEYS | {
+    "priority", "admin", "share", "idle_timeout", "cpus", "mem", "pids_limit", "shm_size", "default_request",
+    "unix_group", "group_max_gpus",
+}
+
+
+def _limits(d: dict[str, Any], path: str, base: Limits | None = None) -> Limits:
+    base = base or Limits()
+    changes: dict[str, Any] = {}
+    for key, kind in (("max_gpus", float), ("max_slices", int), ("max_running_jobs", int),
+                      ("max_queued_jobs", int), ("max_interactive", int), ("max_slices_per_job", int)):
+        if key in d:
+            v = _get(d, key, path, kind, None)
+            if v is not None and v < 0:
+                raise ConfigError(f"{path}.{key}: {v} must be >= 0")
+            changes[key] = v
+    if "max_runtime" in d:
+        changes["max_runtime_s"] = _duration(d, "max_runtime", path)
+    if "allow_full_gpu" in d:
+        changes["allow_full_gpu"] = bool(_get(d, "allow_full_gpu", path, bool, True))
+    if "allowed_profiles" in d:
+        v = _get(d, "allowed_profiles", path, list, None)
+        changes["allowed_profiles"] = frozenset(str(x) for x in v) if v is not None else None
+    return replace(base, **changes)
+
+
+def _request(value: Any, path: str) -> ResourceRequest:
+    if value is None or value == "any":
+        return ResourceRequest()
+    if value == "none" or value == 0:
+        return ResourceRequest(kind=RequestKind.NONE, count=0)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ResourceRequest(kind=RequestKind.GPUS, count=value)
+    if isinstance(value, str):
+        return ResourceRequest(kind=RequestKind.MIG, profile=value)
+    raise ConfigError(f"{path}: {value!r} is not a request (allowed: any, none, a number of GPUs, a MIG profile)")
+
+
+def _group(name: str, d: dict[str, Any]) -> GroupConfig:
+    path = f"groups.{name}"
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: must be a mapping of limits, not {type(d).__name__}")
+    unknown = sorted(set(d) - GROUP_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(GROUP_KEYS))})")
+    admin = bool(_get(d, "admin", path, bool, False))
+    limits = _limits(d, path)
+    if "max_runtime" not in d and not admin:
+        limits = replace(limits, max_runtime_s=None)
+    return GroupConfig(
+        name=name,
+        priority=_get(d, "priority", path, int, 0),
+        admin=admin,
+        limits=limits,
+        share=_get(d, "share", path, float, 1.0),
+        idle_timeout_s=_duration(d, "idle_timeout", path),
+        cpus=_get(d, "cpus", path, float, None),
+        mem_bytes=_size(d, "mem", path),
+        pids_limit=_get(d, "pids_limit", path, int, 4096),
+        shm_bytes=_size(d, "shm_size", path),
+        default_request=_request(d.get("default_request"), f"{path}.default_request"),
+        unix_group=_get(d, "unix_group", path, str, None),
+        group_max_gpus=_get(d, "group_max_gpus", path, float, None),
+    )
+
+
+def _executor(d: dict[str, Any]) -> ExecutorConfig:
+    path = "executor"
+    kind = _get(d, "kind", path, str, "docker")
+    if kind not in ("docker", "process"):
+        raise ConfigError(f"executor.kind: {kind!r} is not allowed (allowed: docker, process)")
+    runtime = _get(d, "gpu_runtime", path, str, "none")
+    if runtime not in ("nvidia", "none"):
+        raise ConfigError(f"executor.gpu_runtime: {runtime!r} is not allowed (allowed: nvidia, none)")
+    cg = _mapping(d, "cgroup", "executor.")
+    driver = _get(cg, "driver", "executor.cgroup", str, "auto")
+    if driver not in ("auto", "systemd", "cgroupfs", "none"):
+        raise ConfigError(f"executor.cgroup.driver: {driver!r} is not allowed (allowed: auto, systemd, cgroupfs, none)")
+    defaults = ExecutorConfig()
+    return ExecutorConfig(
+        kind=kind,
+        default_image=_get(d, "default_image", path, str, defaults.default_image),
+        gpu_runtime=runtime,
+        allowed_images=tuple(str(x) for x in _get(d, "allowed_images", path, list, [])),
+        state_dir=_get(d, "state_dir", path, str, defaults.state_dir),
+        cgroup_root=_get(cg, "root", "executor.cgroup", str, defaults.cgroup_root),
+        cgroup_driver=driver,
+        stop_grace_s=_duration(d, "stop_grace", path) or defaults.stop_grace_s,
+        allowed_roots=tuple(_get(d, "allowed_roots", path, list, list(defaults.allowed_roots))),
+    )
+
+
+def _weights(d: dict[str, Any]) -> Weights:
+    path, w = "scheduler.weights", Weights()
+    return Weights(
+        group=_get(d, "group", path, float, w.group),
+        age=_get(d, "age", path, float, w.age),
+        age_cap_s=_duration(d, "age_cap", path) or w.age_cap_s,
+        fairshare=_get(d, "fairshare", path, float, w.fairshare),
+        halflife_s=_duration(d, "halflife", path) or w.halflife_s,
+    )
+
+
+def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
+    server = _mapping(data, "server", "")
+    inventory = _mapping(data, "inventory", "")
+    source = _get(inventory, "source", "inventory", str, "nvml")
+    if source not in ("nvml", "static", "auto"):
+        raise ConfigError(f"inventory.source: {source!r} is not allowed (allowed: nvml, static, auto)")
+    gpus = _get(inventory, "gpus", "inventory", list, [])
+    for i, g in enumerate(gpus):
+        if not isinstance(g, dict) or "uuid" not in g:
+            raise ConfigError(f"inventory.gpus[{i}]: must be a mapping with uuid, name and optional mig list")
+    groups_raw = _mapping(data, "groups", "")
+    groups = {str(n): _group(str(n), g) for n, g in groups_raw.items()}
+    if not groups:
+        groups = {"default": GroupConfig(name="default")}
+    default_group = _get(data, "default_group", "", str, next(iter(groups)))
+    if default_group not in groups:
+        raise ConfigError(f"default_group: {default_group!r} is not a group (allowed: {', '.join(groups)})")
+    users = _mapping(data, "users", "")
+    user_limits: dict[str, Limits] = {}
+    for u, ud in users.items():
+        if not isinstance(ud, dict):
+            raise ConfigError(f"users.{u}: must be a mapping like {{group: researcher}}")
+        bad = sorted(set(ud) - LIMIT_KEYS - {"group"})
+        if bad:
+            raise ConfigError(f"users.{u}.{bad[0]}: unknown key (allowed: group, {', '.join(sorted(LIMIT_KEYS))})")
+        g = ud.get("group")
+        if g is not None and g not in groups:
+            raise ConfigError(f"users.{u}.group: {g!r} is not a group (allowed: {', '.join(groups)})")
+        extra = set(ud) & LIMIT_KEYS
+        if extra:  # a user override adds to the group's limits, it does not replace them
+            user_limits[str(u)] = _limits(ud, f"users.{u}", groups[g or default_group].limits)
+    sched = _mapping(data, "scheduler", "")
+    policy = _get(sched, "policy", "scheduler", str, "backfill")
+    if policy not in ("fifo", "priority", "backfill"):
+        raise ConfigError(f"scheduler.policy: {policy!r} is not allowed (allowed: fifo, priority, backfill)")
+    acct = _mapping(data, "accounting", "")
+    lifecycle = _mapping(data, "lifecycle", "")
+    return Config(
+        path=path,
+        database=_get(data, "database", "", str, "sqlite:////var/lib/ds01q/ds01q.db"),
+        socket=os.environ.get("DS01Q_SOCKET") or _get(server, "socket", "server", str, DEFAULT_SOCKET),
+        tick_s=_duration(server, "tick", "server") or 1.0,
+        executor=_executor(_mapping(data, "executor", "")),
+        inventory_source=source,
+        inventory_gpus=tuple(gpus),
+        node=_get(data, "node", "", str, "local"),
+        default_group=default_group,
+        groups=groups,
+        users={str(k): v for k, v in users.items()},
+        user_limits=user_limits,
+        policy=policy,
+        weights=_weights(_mapping(sched, "weights", "scheduler.")),
+        admin_users=tuple(_get(data, "admin_users", "", list, [])),
+        sample_interval_s=_duration(acct, "sample_interval", "accounting") or 30.0,
+        carbon_g_per_kwh=_get(acct, "carbon_g_per_kwh", "accounting", float, 0.0),
+        requeue_on_layout_change=bool(_get(data, "requeue_on_layout_change", "", bool, True)),
+        lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
+    )
+

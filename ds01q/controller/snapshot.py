@@ -1,0 +1,84 @@
+"""Build the scheduler's frozen Snapshot from the database (read-only)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from sqlalchemy.orm import Session
+
+from ds01q import store
+from ds01q.config import Config
+from ds01q.models import Job
+from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from ds01q.services.inventory import possible_profiles, slice_infos
+from ds01q.types import JobState
+
+
+class UsageCache:
+    """Decayed per-user usage for fair-share, recomputed at most every ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 30.0) -> None:
+        self.ttl_s = ttl_s
+        self.at = -1e18
+        self.value: dict[str, float] = {}
+
+    def get(self, session: Session, now: float, halflife_s: float) -> dict[str, float]:
+        if now - self.at > self.ttl_s or now < self.at:
+            self.value = store.usage_by_user(session, now, halflife_s)
+            self.at = now
+        return self.value
+
+
+def _dependency(job: Job, states: dict[int, str]) -> str:
+    import json
+
+    deps = json.loads(job.depends_on or "[]")
+    if not deps:
+        return "none"
+    st = [states.get(int(d)) for d in deps]
+    if any(s in (None, "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL") for s in st):
+        return "never"
+    return "none" if all(s == "COMPLETED" for s in st) else "waiting"
+
+
+def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
+    pending_rows = store.jobs_in(session, (JobState.PENDING.value,))
+    running_rows = store.jobs_in(session, store.HOLDING)
+    slices_by_job = store.slices_of(session, [j.id for j in running_rows])
+    equiv = {a.slice_uuid: a.gpu_equiv for a in store.active_allocations(session)}
+    states = {j.id: j.state for j in pending_rows + running_rows}
+    pending = tuple(
+        PendingJob(id=j.id, user=j.user, group=_group(cfg, j), request=store.request_of(j), submitted_at=j.submitted_at,
+                   time_limit_s=j.time_limit_s, interactive=j.interactive, nice=j.nice, boost=j.boost, held=j.held,
+                   dependency=_dependency(j, states), array_id=j.array_id, requeue_count=j.requeue_count,
+                   eligible_at=j.eligible_at or 0.0)
+        for j in pending_rows
+    )
+    running = tuple(
+        RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(slices_by_job.get(j.id, ())),
+                   started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,
+                   gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())))
+        for j in running_rows
+    )
+    users = {j.user for j in pending_rows} | {j.user for j in running_rows}
+    infos = slice_infos(session)
+    return Snapshot(
+        now=now,
+        slices=tuple(infos),
+        pending=pending,
+        running=running,
+        groups={name: g.policy() for name, g in cfg.groups.items()},
+        user_limits=_user_limits(cfg, users),
+        usage=usage.get(session, now, cfg.weights.halflife_s),
+        weights=cfg.weights,
+        policy=cfg.policy,
+        possible_profiles=possible_profiles(infos),
+    )
+
+
+def _group(cfg: Config, job: Job) -> str:
+    return job.group if job.group in cfg.groups else cfg.group_of(job.user).name
+
+
+def _user_limits(cfg: Config, users: Sequence[str] | set[str]) -> dict:
+    return {u: cfg.user_limits[u] for u in users if u in cfg.user_limits}
+

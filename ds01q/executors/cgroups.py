@@ -1,0 +1,496 @@
+"""Cgroup naming (ds01-infra compatible) and reading/creating cgroups on v1, v2 and hybrid hosts.
+
+Naming. Each user's jobs go to ``<root>.slice/<root>-<group>.slice/<root>-<group>-<user>.slice``.
+With Docker's systemd driver the cgroup parent is only the leaf slice name,
+because systemd nests on dashes; with the cgroupfs driver it is the path.
+Names are sanitised like ds01-infra's ``username_utils``: drop ``@domain``,
+``.`` and any other character outside ``[A-Za-z0-9_:]`` become ``_`` (dashes
+too, since they would nest), runs of ``_`` collapse, and names longer than 32
+characters are cut to 27 plus ``_`` and 4 hex digits of the md5 of the original.
+
+Paths. A *cgroup path* is a path inside the hierarchy, as in ``/proc/<pid>/cgroup``
+(``/docker/<id>``). It is mapped to a directory per hierarchy through
+``/proc/self/mountinfo``: on v1 each controller has its own mount, on v2 one
+mount holds all, and on hybrid hosts v1 controllers win over the v2 mount.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from ds01q.errors import ExecutorError
+from ds01q.executors.base import Usage
+
+__all__ = [
+    "CgroupMount",
+    "cgroup_mounts",
+    "cgroup_parent",
+    "cgroup_pids",
+    "cgroupfs_parent",
+    "controller_dir",
+    "create_cgroup",
+    "join_cgroup",
+    "kill_cgroup",
+    "normalize_parent",
+    "pid_cgroups",
+    "read_cgroup_usage",
+    "read_cgroup_usage_path",
+    "read_oom_kills",
+    "remove_cgroup",
+    "sanitize_name",
+    "set_cgroup_limits",
+    "slice_name",
+    "slice_path",
+]
+
+SCHEMES = ("ds01q", "ds01-infra")
+MAX_NAME = 32
+_VALID_ROOT = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_:-]*$")
+# Hierarchies ds01q uses; cpuset/devices/freezer/... are left alone (an empty cpuset cannot hold tasks).
+_USED_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "name=systemd")
+
+
+# ------------------------------------------------------------------ naming
+
+def sanitize_name(name: str) -> str:
+    """A user or group name made safe for a systemd slice component (ds01-infra's rules)."""
+    s = name.split("@", 1)[0]
+    s = re.sub(r"[^A-Za-z0-9_:]", "_", s.replace(".", "_"))
+    s = re.sub(r"_+", "_", s).strip("_")
+    if not s:
+        return "u" + hashlib.md5(name.encode()).hexdigest()[:8]
+    if len(s) > MAX_NAME:
+        s = s[:27].rstrip("_") + "_" + hashlib.md5(name.encode()).hexdigest()[:4]
+    return s
+
+
+def _check_root(root: str) -> str:
+    if not _VALID_ROOT.match(root):
+        raise ExecutorError(f"invalid cgroup root '{root}' (allowed: letters, digits, '_', ':', '-')")
+    return root
+
+
+def slice_name(root: str, group: str, user: str, scheme: str = "ds01q") -> str:
+    """The leaf systemd slice of a user's jobs, e.g. ``ds01q-student-h_baker.slice``.
+
+    ``scheme`` ``ds01q`` sanitises both group and user; ``ds01-infra`` leaves
+    the group as written (as ds01-infra does), so its existing drop-ins match.
+    """
+    if scheme not in SCHEMES:
+        raise ExecutorError(f"unknown slice naming scheme '{scheme}' (allowed: {', '.join(SCHEMES)})")
+    g = sanitize_name(group) if scheme == "ds01q" else group
+    return f"{_check_root(root)}-{g}-{sanitize_name(user)}.slice"
+
+
+def slice_path(name: str) -> str:
+    """Where systemd puts a slice: ``a-b-c.slice`` -> ``/a.slice/a-b.slice/a-b-c.slice``."""
+    if not name.endswith(".slice") or "/" in name:
+        raise ExecutorError(f"'{name}' is not a systemd slice name")
+    parts = name[: -len(".slice")].split("-")
+    if not all(parts):
+        raise ExecutorError(f"'{name}' is not a valid slice name (empty component)")
+    return "/" + "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def cgroupfs_parent(root: str, group: str, user: str, scheme: str = "ds01q") -> str:
+    """The cgroupfs form: ``/ds01q.slice/ds01q-<group>.slice/ds01q-<group>-<user>.slice``."""
+    return slice_path(slice_name(root, group, user, scheme))
+
+
+def cgroup_parent(driver: str, root: str, group: str, user: str, scheme: str = "ds01q") -> str:
+    """Docker's ``cgroup_parent`` for a user's jobs under the engine's cgroup driver."""
+    if driver == "systemd":
+        return slice_name(root, group, user, scheme)
+    if driver == "cgroupfs":
+        return cgroupfs_parent(root, group, user, scheme)
+    raise ExecutorError(f"unknown cgroup driver '{driver}' (allowed: systemd, cgroupfs)")
+
+
+def normalize_parent(driver: str, parent: str) -> str:
+    """Turn a parent written for either driver into the form ``driver`` needs."""
+    if driver == "systemd":
+        leaf = parent.rstrip("/").rsplit("/", 1)[-1]
+        if not leaf.endswith(".slice"):
+            raise ExecutorError(f"cgroup parent '{parent}' must be a .slice with the systemd cgroup driver")
+        return leaf
+    if "/" not in parent and parent.endswith(".slice"):
+        return slice_path(parent)
+    return parent if parent.startswith("/") else "/" + parent
+
+
+# ------------------------------------------------------------------ mounts and paths
+
+@dataclass(frozen=True)
+class CgroupMount:
+    mountpoint: str
+    root: str  # the hierarchy path mounted there (usually "/")
+    version: int  # 1 or 2
+    controllers: frozenset[str]  # v1: mount options such as memory, cpu, name=systemd; v2: cgroup.controllers
+
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[CgroupMount]:
+    """All cgroup v1 and v2 mounts of this mount namespace."""
+    out: list[CgroupMount] = []
+    try:
+        with open(mountinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        fstype, mountpoint, root = tail[0], _unescape(fields[4]), _unescape(fields[3])
+        if fstype == "cgroup":
+            opts = frozenset(o for o in tail[2].split(",") if o not in ("rw", "ro"))
+            out.append(CgroupMount(mountpoint, root, 1, opts))
+        elif fstype == "cgroup2":
+            try:
+                with open(os.path.join(mountpoint, "cgroup.controllers")) as f:
+                    ctrl = frozenset(f.read().split())
+            except OSError:
+                ctrl = frozenset()
+            out.append(CgroupMount(mountpoint, root, 2, ctrl))
+    return out
+
+
+def _hierarchy_for(controller: str, mounts: list[CgroupMount]) -> CgroupMount | None:
+    """The mount that accounts ``controller``: a v1 mount naming it, else the v2 mount.
+
+    On v2, ``cpu`` time (cpu.stat) is always there; ``memory`` and ``pids``
+    need the controller to be available.
+    """
+    for m in mounts:
+        if m.version == 1 and controller in m.controllers:
+            return m
+    for m in mounts:
+        if m.version == 2 and (controller in m.controllers or controller in ("cpu", "cpuacct")):
+            return m
+    return None
+
+
+def _dir_in(mount: CgroupMount, path: str) -> str | None:
+    """The directory of cgroup ``path`` in ``mount``, or None if it lies outside the mount."""
+    path = "/" + path.strip("/")
+    root = "/" + mount.root.strip("/")
+    if root != "/":
+        if path != root and not path.startswith(root + "/"):
+            return None
+        path = path[len(root):] or "/"
+    return os.path.join(mount.mountpoint, path.lstrip("/")).rstrip("/") or "/"
+
+
+def controller_dir(controller: str, path: str, mounts: list[CgroupMount] | None = None) -> str | None:
+    """The directory of cgroup ``path`` in the hierarchy that accounts ``controller``."""
+    mounts = cgroup_mounts() if mounts is None else mounts
+    m = _hierarchy_for(controller, mounts)
+    return _dir_in(m, path) if m else None
+
+
+def _as_cgroup_path(path: str, mounts: list[CgroupMount]) -> str:
+    """Accept a cgroup path or a directory under a cgroup mount; return the cgroup path."""
+    for m in sorted(mounts, key=lambda m: len(m.mountpoint), reverse=True):
+        mp = m.mountpoint.rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            rel = path[len(mp):]
+            return "/" + "/".join(p for p in (m.root.strip("/"), rel.strip("/")) if p)
+    return "/" + path.strip("/")
+
+
+def pid_cgroups(pid: int) -> dict[str, str]:
+    """``/proc/<pid>/cgroup`` as {controller: cgroup path}; the v2 entry has key ``""``."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, ctrls, path = parts
+        if not ctrls:
+            out[""] = path
+        for c in ctrls.split(","):
+            if c:
+                out[c] = path
+    return out
+
+
+# ------------------------------------------------------------------ reading
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    s = _read(path)
+    try:
+        return int(s.strip()) if s is not None else None
+    except ValueError:
+        return None
+
+
+def _kv(text: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+def _cpu_seconds(cpu_dir: str, version: int) -> float | None:
+    if version == 1:
+        ns = _read_int(os.path.join(cpu_dir, "cpuacct.usage"))
+        return ns / 1e9 if ns is not None else None
+    stat = _kv(_read(os.path.join(cpu_dir, "cpu.stat")))
+    return stat["usage_usec"] / 1e6 if "usage_usec" in stat else None
+
+
+def _memory(mem_dir: str, version: int) -> tuple[int, int | None] | None:
+    """(current bytes without inactive file cache, peak bytes or None)."""
+    if version == 1:
+        cur = _read_int(os.path.join(mem_dir, "memory.usage_in_bytes"))
+        peak = _read_int(os.path.join(mem_dir, "memory.max_usage_in_bytes"))
+        inactive = _kv(_read(os.path.join(mem_dir, "memory.stat"))).get("total_inactive_file", 0)
+    else:
+        cur = _read_int(os.path.join(mem_dir, "memory.current"))
+        peak = _read_int(os.path.join(mem_dir, "memory.peak"))
+        inactive = _kv(_read(os.path.join(mem_dir, "memory.stat"))).get("inactive_file", 0)
+    if cur is None:
+        return None
+    return max(cur - inactive, 0), peak
+
+
+def _usage(mounts: list[CgroupMount], cpu_path: str | None, mem_path: str | None) -> Usage | None:
+    cpu_m, mem_m = _hierarchy_for("cpuacct", mounts), _hierarchy_for("memory", mounts)
+    cpu_dir = _dir_in(cpu_m, cpu_path) if cpu_m and cpu_path else None
+    mem_dir = _dir_in(mem_m, mem_path) if mem_m and mem_path else None
+    cpu = _cpu_seconds(cpu_dir, cpu_m.version) if cpu_dir and cpu_m else None
+    mem = _memory(mem_dir, mem_m.version) if mem_dir and mem_m else None
+    if cpu is None and mem is None:
+        return None
+    cur, peak = mem if mem is not None else (0, None)
+    return Usage(cpu_s=cpu if cpu is not None else 0.0, mem_bytes=cur, max_rss_bytes=peak)
+
+
+def read_cgroup_usage_path(path: str, mounts: list[CgroupMount] | None = None) -> Usage | None:
+    """Usage of the cgroup at ``path`` (a cgroup path or a directory under a cgroup mount).
+
+    CPU from ``cpuacct.usage`` (v1) or ``cpu.stat usage_usec`` (v2); memory from
+    ``memory.usage_in_bytes``/``memory.current`` minus inactive file cache, and
+    the peak from ``memory.max_usage_in_bytes``/``memory.peak`` where the kernel
+    has it. None when the cgroup does not exist (any more).
+    """
+    mounts = cgroup_mounts() if mounts is None else mounts
+    cg = _as_cgroup_path(path, mounts)
+    return _usage(mounts, cg, cg)
+
+
+def read_cgroup_usage(pid: int) -> Usage | None:
+    """Usage of the cgroup that ``pid`` is in, found through ``/proc/<pid>/cgroup``."""
+    cgs = pid_cgroups(pid)
+    if not cgs:
+        return None
+    mounts = cgroup_mounts()
+    cpu_m, mem_m = _hierarchy_for("cpuacct", mounts), _hierarchy_for("memory", mounts)
+    cpu_key = "cpuacct" if cpu_m and cpu_m.version == 1 else ""
+    mem_key = "memory" if mem_m and mem_m.version == 1 else ""
+    return _usage(mounts, cgs.get(cpu_key), cgs.get(mem_key))
+
+
+def read_oom_kills(path: str, mounts: list[CgroupMount] | None = None) -> int | None:
+    """OOM kills counted in the cgroup: ``memory.events oom_kill`` (v2, includes
+    descendants) or ``memory.oom_control oom_kill`` (v1, this cgroup only)."""
+    mounts = cgroup_mounts() if mounts is None else mounts
+    m = _hierarchy_for("memory", mounts)
+    d = _dir_in(m, _as_cgroup_path(path, mounts)) if m else None
+    if not m or not d:
+        return None
+    name = "memory.oom_control" if m.version == 1 else "memory.events"
+    return _kv(_read(os.path.join(d, name))).get("oom_kill")
+
+
+# ------------------------------------------------------------------ creating (process executor, cleanup)
+
+def _used_mounts(mounts: list[CgroupMount]) -> list[CgroupMount]:
+    out = [m for m in mounts if m.version == 1 and m.controllers & set(_USED_CONTROLLERS)]
+    out += [m for m in mounts if m.version == 2]
+    return out
+
+
+def _enable_v2_controllers(mount: CgroupMount, cg: str) -> None:
+    """Enable memory/cpu/pids for the children of every ancestor of ``cg`` (best effort)."""
+    parts = [p for p in cg.strip("/").split("/") if p]
+    for i in range(len(parts)):
+        parent = _dir_in(mount, "/" + "/".join(parts[:i]))
+        if parent is None:
+            continue
+        avail = set((_read(os.path.join(parent, "cgroup.controllers")) or "").split())
+        want = [c for c in ("memory", "cpu", "pids") if c in avail]
+        if want:
+            try:
+                with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                    f.write(" ".join("+" + c for c in want))
+            except OSError:
+                pass
+
+
+def create_cgroup(path: str, mounts: list[CgroupMount] | None = None) -> list[str]:
+    """Create cgroup ``path`` in every hierarchy ds01q uses; return the directories made.
+
+    Raises ExecutorError if it could not be made in the memory hierarchy.
+    """
+    mounts = cgroup_mounts() if mounts is None else mounts
+    made: list[str] = []
+    mem = _hierarchy_for("memory", mounts)
+    if mem is None:
+        raise ExecutorError("no memory cgroup hierarchy on this host")
+    for m in _used_mounts(mounts):
+        d = _dir_in(m, path)
+        if d is None:
+            continue
+        if m.version == 2:
+            _enable_v2_controllers(m, path)
+        try:
+            os.makedirs(d, exist_ok=True)
+            made.append(d)
+        except OSError as e:
+            if m is mem:
+                raise ExecutorError(f"cannot create cgroup {path}: {e.strerror}") from None
+    return made
+
+
+def _write(path: str, value: str) -> bool:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+        return True
+    except OSError:
+        return False
+
+
+def set_cgroup_limits(path: str, cpus: float | None, mem_bytes: int | None, pids: int | None,
+                      mounts: list[CgroupMount] | None = None) -> list[str]:
+    """Apply limits to cgroup ``path``; return the names of limits that could not be set."""
+    mounts = cgroup_mounts() if mounts is None else mounts
+    failed: list[str] = []
+    if mem_bytes is not None:
+        m = _hierarchy_for("memory", mounts)
+        d = _dir_in(m, path) if m else None
+        if not m or not d:
+            failed.append("memory")
+        elif m.version == 1:
+            if not _write(os.path.join(d, "memory.limit_in_bytes"), str(mem_bytes)):
+                failed.append("memory")
+            if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+                _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(mem_bytes))
+        else:
+            if not _write(os.path.join(d, "memory.max"), str(mem_bytes)):
+                failed.append("memory")
+            if os.path.exists(os.path.join(d, "memory.swap.max")):
+                _write(os.path.join(d, "memory.swap.max"), "0")
+    if cpus is not None:
+        period = 100_000
+        quota = max(int(cpus * period), 1000)
+        m = _hierarchy_for("cpu", mounts)
+        d = _dir_in(m, path) if m else None
+        ok = False
+        if m and d and m.version == 1:
+            ok = _write(os.path.join(d, "cpu.cfs_period_us"), str(period)) and \
+                _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
+        elif m and d:
+            ok = _write(os.path.join(d, "cpu.max"), f"{quota} {period}")
+        if not ok:
+            failed.append("cpu")
+    if pids is not None:
+        m = _hierarchy_for("pids", mounts)
+        d = _dir_in(m, path) if m else None
+        if not (m and d and _write(os.path.join(d, "pids.max"), str(pids))):
+            failed.append("pids")
+    return failed
+
+
+def join_cgroup(path: str, pid: int = 0, mounts: list[CgroupMount] | None = None) -> int:
+    """Move ``pid`` (0: the caller) into ``path`` in every hierarchy where it exists; return how many."""
+    mounts = cgroup_mounts() if mounts is None else mounts
+    n = 0
+    for m in _used_mounts(mounts):
+        d = _dir_in(m, path)
+        if d and os.path.isdir(d) and _write(os.path.join(d, "cgroup.procs"), str(pid)):
+            n += 1
+    return n
+
+
+def cgroup_pids(path: str, mounts: list[CgroupMount] | None = None) -> list[int]:
+    """Processes in cgroup ``path`` and its descendants (from the memory hierarchy, else any used one)."""
+    mounts = cgroup_mounts() if mounts is None else mounts
+    mem = _hierarchy_for("memory", mounts)
+    for m in ([mem] if mem else []) + _used_mounts(mounts):
+        top = _dir_in(m, path)
+        if not top or not os.path.isdir(top):
+            continue
+        pids: list[int] = []
+        for d, _, _ in os.walk(top):
+            text = _read(os.path.join(d, "cgroup.procs"))
+            pids.extend(int(x) for x in (text or "").split() if x.isdigit())
+        return pids
+    return []
+
+
+def kill_cgroup(path: str, sig: int, mounts: list[CgroupMount] | None = None) -> int:
+    """Send ``sig`` to every process in cgroup ``path``; return how many were signalled."""
+    n = 0
+    for pid in cgroup_pids(path, mounts):
+        try:
+            os.kill(pid, sig)
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def remove_cgroup(path: str, mounts: list[CgroupMount] | None = None, wait_s: float = 2.0) -> bool:
+    """rmdir cgroup ``path`` (a leaf) in every hierarchy; True when it is gone everywhere.
+
+    A cgroup whose last process just exited can be busy for a moment; retries up to ``wait_s``.
+    """
+    if not path.strip("/"):
+        raise ExecutorError("refusing to remove the root cgroup")
+    mounts = cgroup_mounts() if mounts is None else mounts
+    dirs = [d for m in mounts if (d := _dir_in(m, path))]
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = []
+        for d in dirs:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    left.append(d)
+        if not left or time.monotonic() >= deadline:
+            return not left
+        dirs = left
+        time.sleep(0.05)

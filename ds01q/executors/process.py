@@ -1,0 +1,584 @@
+"""ProcessExecutor: jobs as plain processes, for machines without Docker.
+
+Each job runs under a small supervisor (a Python process started from
+``SUPERVISOR_CODE``, detached in its own session) so that it survives a
+daemon restart and its exit status is never lost::
+
+    daemon --Popen--> supervisor (daemon's uid, ignores SIGTERM/SIGINT/SIGHUP)
+                        |  writes <state_dir>/<job_id>.pid  {pid, start, child, child_start, cgroup}
+                        '--fork--> child: setsid, join the job cgroup, no_new_privs,
+                                   setgroups([]) + setgid + setuid, chdir workdir,
+                                   stdout+stderr appended to output_path, exec command
+                        waits for the child, SIGKILLs what is left of its process group
+                        and cgroup, writes <state_dir>/<job_id>.rc  {exit_code, finished_at, cpu_s, max_rss_bytes}
+
+The handshake over the supervisor's stdout makes ``launch`` fail with an
+ExecutorError (and leave nothing behind) when the user, working directory or
+output file is wrong. A command that cannot be executed is a started job that
+exits 127, its message in the output file, as with ``sh`` and Docker.
+Exit codes follow the shell: 128 + signal for a killed job. Pids are checked
+against their start time (``/proc/<pid>/stat`` field 22) so a reused pid is
+never signalled or mistaken for a live job.
+
+Limits. With a writable cgroup hierarchy (root on cgroup v1, v2 or hybrid),
+each job gets ``<cgroup_parent or cgroup_root>/job-<id>`` with ``memory`` (no
+swap), ``cpu`` quota and ``pids.max``; usage, peak memory and OOM kills come
+from it and ``oom_killed`` is reliable. Without one (not root, read-only
+cgroupfs) nothing is limited, usage comes from ``/proc`` for the job's process
+group and the supervisor's rusage, and ``oom_killed`` is always False;
+``rlimit_as_fallback=True`` applies ``RLIMIT_AS = mem_bytes`` instead (it caps
+virtual memory, which breaks CUDA programs, hence off by default).
+``shm_bytes`` and ``gpu_runtime`` have no effect here; the GPU variables are
+set all the same.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ds01q.errors import ExecutorError
+from ds01q.executors import cgroups
+from ds01q.executors.base import (
+    KEEPALIVE_COMMAND,
+    ExitInfo,
+    Handle,
+    LaunchSpec,
+    Usage,
+    job_environment,
+    one_line,
+)
+
+__all__ = ["SUPERVISOR_CODE", "ProcessExecutor"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HANDSHAKE_TIMEOUT_S = 30.0
+
+SUPERVISOR_CODE = r'''
+import json, os, signal, stat, sys, time
+# Everything the child needs is imported now: after setuid it may not be able to read the stdlib.
+import ctypes, resource, warnings
+
+def starttime(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+def put(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+def join(files, required):
+    """Move this process into each cgroup.procs file; only the first ``required`` must succeed."""
+    for i, name in enumerate(files):
+        try:
+            with open(name, "w") as f:
+                f.write("0")
+        except OSError:
+            if i < required:
+                raise
+
+def kill_leftovers(child, files):
+    try:
+        os.killpg(child, signal.SIGKILL)
+    except OSError:
+        pass
+    for _ in range(50):
+        pids = []
+        for name in files:
+            try:
+                with open(name) as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+        if not pids:
+            return
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+cfg = json.loads(sys.stdin.buffer.read())
+job, state = cfg["job_id"], cfg["state_dir"]
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+    signal.signal(s, signal.SIG_IGN)
+join(cfg["supervisor_procs"], 0)
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    stage = "setup"
+    try:
+        os.close(r)
+        os.setsid()
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
+            signal.signal(s, signal.SIG_DFL)
+        stage = "cgroup"
+        join(cfg["job_procs"], 1 if cfg["job_procs"] else 0)
+        if cfg["rlimit_as"]:
+            resource.setrlimit(resource.RLIMIT_AS, (cfg["rlimit_as"], cfg["rlimit_as"]))
+        stage = "no_new_privs"
+        if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        stage = "uid %d gid %d" % (cfg["uid"], cfg["gid"])
+        if cfg["setuid"]:
+            os.setgroups([])
+            os.setgid(cfg["gid"])
+            os.setuid(cfg["uid"])
+        os.umask(0o022)
+        stage = "workdir " + cfg["workdir"]
+        os.chdir(cfg["workdir"])
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        out = null
+        if cfg["output"]:
+            stage = "output file " + cfg["output"]
+            out = os.open(cfg["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(out).st_mode):
+                raise OSError(0, "not a regular file")
+            os.set_blocking(out, True)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    except BaseException as e:
+        os.write(w, ("E%s: %s" % (stage, getattr(e, "strerror", None) or e)).encode())
+        os._exit(126)
+    argv = cfg["argv"]
+    try:
+        os.execvpe(argv[0], argv, cfg["env"])
+    except OSError as e:
+        os.write(2, ("ds01q: cannot execute %s: %s\n" % (argv[0], e.strerror)).encode())
+        os.write(w, b"X")
+        os._exit(127)
+os.close(w)
+put(os.path.join(state, "%d.pid" % job), {
+    "job_id": job, "pid": os.getpid(), "start": starttime(os.getpid()),
+    "child": child, "child_start": starttime(child), "cgroup": cfg["cgroup"], "uid": cfg["uid"]})
+msg = b""
+while True:
+    chunk = os.read(r, 4096)
+    if not chunk:
+        break
+    msg += chunk
+os.close(r)
+if msg.startswith(b"E"):
+    os.waitpid(child, 0)
+    os.unlink(os.path.join(state, "%d.pid" % job))
+    sys.stdout.write("error " + msg[1:].decode(errors="replace") + "\n")
+    sys.exit(1)
+sys.stdout.write("ok %d\n" % child)
+sys.stdout.flush()
+null = os.open("/dev/null", os.O_RDWR)
+os.dup2(null, 1)
+os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
+kill_leftovers(child, cfg["job_procs"])
+_, status, ru = os.wait4(child, 0)
+code = os.waitstatus_to_exitcode(status)
+put(os.path.join(state, "%d.rc" % job), {
+    "exit_code": code if code >= 0 else 128 - code, "signal": -code if code < 0 else None,
+    "finished_at": time.time(), "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_bytes": ru.ru_maxrss * 1024})
+'''
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _int(value: Any, default: int = -1) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _alive(pid: Any, start: Any) -> bool:
+    """True if ``pid`` runs, is no zombie and started at ``start`` (clock ticks after boot)."""
+    pid, start = _int(pid), _int(start)
+    st = _proc_stat(pid) if pid > 0 else None
+    return bool(st) and st[0] not in ("Z", "X") and _int(st[19]) == start  # type: ignore[index]
+
+
+def _pgroup_usage(pgid: int) -> Usage | None:
+    """CPU and resident memory of the processes in process group ``pgid`` (no cgroup available)."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    cpu, rss, found = 0, 0, False
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = _proc_stat(int(name))
+        if not st or int(st[2]) != pgid or st[0] == "Z":
+            continue
+        found = True
+        cpu += sum(int(x) for x in st[11:15])  # utime stime cutime cstime
+        rss += int(st[21]) * page
+    return Usage(cpu_s=cpu / tick, mem_bytes=rss, max_rss_bytes=None) if found else None
+
+
+class ProcessExecutor:
+    """Runs jobs as supervised processes; see the module docstring."""
+
+    def __init__(self, state_dir: str = "/var/lib/ds01q/proc", *, cgroup_root: str = "/ds01q-proc",
+                 use_cgroups: bool = True, rlimit_as_fallback: bool = False,
+                 python: str = sys.executable, poll_interval_s: float = 0.25) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        try:
+            os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise ExecutorError(f"cannot create state directory {self.state_dir}: {e.strerror}") from None
+        self.cgroup_root = "/" + cgroup_root.strip("/")
+        self.use_cgroups = use_cgroups
+        self.rlimit_as_fallback = rlimit_as_fallback
+        self.python = python
+        self.poll_interval_s = poll_interval_s
+        self._lock = threading.Lock()
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._last: dict[int, Usage] = {}
+        self._reported: set[int] = set()
+        self._on_exit: Callable[[int], None] | None = None
+        self._watch_thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # ---------------------------------------------------------------- state files
+
+    def _path(self, job_id: int, ext: str) -> str:
+        return os.path.join(self.state_dir, f"{job_id}.{ext}")
+
+    def _load(self, job_id: int, ext: str) -> dict[str, Any] | None:
+        try:
+            with open(self._path(job_id, ext)) as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def _reap(self, job_id: int) -> None:
+        with self._lock:
+            proc = self._procs.get(job_id)
+        if proc is not None and proc.poll() is not None:
+            with self._lock:
+                self._procs.pop(job_id, None)
+
+    # ---------------------------------------------------------------- cgroups
+
+    def _make_cgroup(self, spec: LaunchSpec) -> tuple[str | None, list[str]]:
+        """Create the job's cgroup with its limits; (path, cgroup.procs files) or (None, []) if unavailable."""
+        if not self.use_cgroups:
+            return None, []
+        parent = spec.cgroup_parent
+        if parent and "/" not in parent and parent.endswith(".slice"):
+            parent = cgroups.slice_path(parent)
+        path = f"{(parent or self.cgroup_root).rstrip('/')}/job-{spec.job_id}"
+        try:
+            if not cgroups.cgroup_pids(path):
+                cgroups.remove_cgroup(path, wait_s=0)  # a stale one from an earlier run
+            dirs = cgroups.create_cgroup(path)
+        except ExecutorError as e:
+            log.warning("job %s runs without a cgroup (no limits, no OOM detection): %s", spec.job_id, e)
+            return None, []
+        failed = cgroups.set_cgroup_limits(path, spec.cpus, spec.mem_bytes, spec.pids_limit)
+        if failed:
+            log.warning("job %s: could not set cgroup limits: %s", spec.job_id, ", ".join(failed))
+        # The memory hierarchy first: joining it is required, the others are best effort.
+        mem = cgroups.controller_dir("memory", path)
+        dirs.sort(key=lambda d: d != mem)
+        return path, [os.path.join(d, "cgroup.procs") for d in dirs]
+
+    def _supervisor_procs(self) -> list[str]:
+        if not self.use_cgroups:
+            return []
+        try:
+            dirs = cgroups.create_cgroup(f"{self.cgroup_root}/supervisors")
+        except ExecutorError:
+            return []
+        return [os.path.join(d, "cgroup.procs") for d in dirs]
+
+    # ---------------------------------------------------------------- launch
+
+    def launch(self, spec: LaunchSpec) -> Handle:
+        if not spec.interactive and not spec.command:
+            raise ExecutorError(f"job {spec.job_id} has an empty command")
+        if not os.path.isabs(spec.workdir):
+            raise ExecutorError(f"working directory '{spec.workdir}' is not absolute")
+        env = job_environment(spec)
+        env.setdefault("PATH", DEFAULT_PATH)
+        is_root = os.geteuid() == 0
+        if not is_root and (spec.uid, spec.gid) != (os.geteuid(), os.getegid()):
+            raise ExecutorError(f"cannot run job {spec.job_id} as uid {spec.uid}: the process executor is not root")
+        output = None if spec.interactive else spec.output_path
+        if output:
+            env["DS01Q_OUTPUT"] = output
+        self._clear_stale(spec.job_id)
+        cgroup, job_procs = self._make_cgroup(spec)
+        cfg = {
+            "job_id": spec.job_id, "state_dir": self.state_dir, "workdir": spec.workdir, "env": env,
+            "argv": list(KEEPALIVE_COMMAND) if spec.interactive else list(spec.command),
+            "uid": spec.uid, "gid": spec.gid, "setuid": is_root, "output": output,
+            "cgroup": cgroup, "job_procs": job_procs, "supervisor_procs": self._supervisor_procs(),
+            "rlimit_as": spec.mem_bytes if (cgroup is None and self.rlimit_as_fallback) else None,
+        }
+        try:
+            proc = self._spawn(cfg)
+            line = self._handshake(proc)
+            if not line.startswith("ok "):
+                proc.wait(timeout=10)
+                why = line[len("error "):] if line.startswith("error ") else self._crash_reason(spec.job_id)
+                raise ExecutorError(f"cannot start job {spec.job_id}: {one_line(why)}")
+        except (ExecutorError, subprocess.TimeoutExpired) as e:
+            if cgroup:
+                self._drop_cgroup(cgroup)
+            self._clear_stale(spec.job_id)
+            if isinstance(e, ExecutorError):
+                raise
+            raise ExecutorError(f"cannot start job {spec.job_id}: the supervisor hung") from None
+        with self._lock:
+            self._procs[spec.job_id] = proc
+            self._last.pop(spec.job_id, None)
+            self._reported.discard(spec.job_id)
+        return Handle(spec.job_id, str(proc.pid))
+
+    def _spawn(self, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
+        err_path = self._path(cfg["job_id"], "err")
+        try:
+            with open(err_path, "ab") as err:
+                proc = subprocess.Popen(
+                    [self.python, "-I", "-S", "-c", SUPERVISOR_CODE],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                    start_new_session=True, close_fds=True, cwd="/", env={"PATH": DEFAULT_PATH},
+                )
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(cfg).encode())
+            proc.stdin.close()
+        except OSError as e:
+            raise ExecutorError(f"cannot start the job supervisor: {e.strerror or e}") from None
+        return proc
+
+    def _handshake(self, proc: subprocess.Popen[bytes]) -> str:
+        assert proc.stdout is not None
+        buf = b""
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
+        fd = proc.stdout.fileno()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                proc.wait()
+                raise ExecutorError("the job supervisor did not answer within 30 s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        proc.stdout.close()
+        return buf.decode(errors="replace").strip()
+
+    def _crash_reason(self, job_id: int) -> str:
+        try:
+            with open(self._path(job_id, "err"), errors="replace") as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        return "job supervisor failed" + (f": {lines[-1]}" if lines else "")
+
+    def _clear_stale(self, job_id: int) -> None:
+        info = self._load(job_id, "pid")
+        if info and self._load(job_id, "rc") is None and (
+            _alive(info.get("pid"), info.get("start"))
+            or _alive(info.get("child"), info.get("child_start"))
+        ):
+            raise ExecutorError(f"job {job_id} is already running (pid {info.get('pid')})")
+        for ext in ("pid", "rc", "err"):
+            try:
+                os.unlink(self._path(job_id, ext))
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _drop_cgroup(path: str) -> None:
+        try:
+            cgroups.remove_cgroup(path)
+        except ExecutorError as e:
+            log.warning("cgroup %s not removed: %s", path, e)
+
+    # ---------------------------------------------------------------- contract
+
+    def _status(self, job_id: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+        """(pidfile, rc file, supervisor alive)."""
+        self._reap(job_id)
+        info = self._load(job_id, "pid")
+        alive = bool(info) and _alive(info.get("pid"), info.get("start"))  # type: ignore[union-attr]
+        return info, self._load(job_id, "rc"), alive
+
+    def poll(self, handle: Handle) -> ExitInfo | None:
+        info, rc, alive = self._status(handle.job_id)
+        if info is None and rc is None:
+            return ExitInfo(None, False, None, None, None, error="no such job on this executor")
+        if rc is None and alive:
+            self.sample(handle)
+            return None
+        if rc is None:
+            rc = self._load(handle.job_id, "rc")  # written just before the supervisor exited?
+        cgroup: str | None = (info or {}).get("cgroup")
+        usage = cgroups.read_cgroup_usage_path(cgroup) if cgroup else None
+        oom = cgroup is not None and (cgroups.read_oom_kills(cgroup) or 0) > 0
+        if rc is None:
+            last = self._last.get(handle.job_id)
+            usage = usage or last
+            return ExitInfo(None, oom, None, usage.cpu_s if usage else None,
+                            usage.max_rss_bytes if usage else None,
+                            error="job supervisor died without recording an exit status")
+        cpu = usage.cpu_s if usage else rc.get("cpu_s")
+        peak = usage.max_rss_bytes if usage and usage.max_rss_bytes is not None else rc.get("max_rss_bytes")
+        return ExitInfo(
+            exit_code=rc.get("exit_code"), oom_killed=oom, finished_at=rc.get("finished_at"),
+            cpu_s=float(cpu) if cpu is not None else None,
+            max_rss_bytes=int(peak) if peak is not None else None,
+        )
+
+    def _signal(self, info: dict[str, Any], sig: int) -> None:
+        child = _int(info.get("child"))
+        if _alive(child, info.get("child_start")):
+            try:
+                os.killpg(child, sig)
+            except OSError:
+                pass
+        if info.get("cgroup"):
+            cgroups.kill_cgroup(info["cgroup"], sig)
+
+    def _wait_done(self, job_id: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info, rc, alive = self._status(job_id)
+            if rc is not None or not alive:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def stop(self, handle: Handle, grace_s: float) -> None:
+        info, rc, alive = self._status(handle.job_id)
+        if info is None or rc is not None:
+            return
+        self.sample(handle)
+        if not alive:  # no supervisor left to clean up: kill whatever remains of the job
+            self._signal(info, signal.SIGKILL)
+            return
+        self._signal(info, signal.SIGTERM)
+        if self._wait_done(handle.job_id, grace_s):
+            return
+        self._signal(info, signal.SIGKILL)
+        if not self._wait_done(handle.job_id, 10.0):
+            raise ExecutorError(f"job {handle.job_id} did not stop after SIGKILL")
+
+    def remove(self, handle: Handle) -> None:
+        info, rc, alive = self._status(handle.job_id)
+        if info is not None and rc is None:
+            self._signal(info, signal.SIGKILL)
+            self._wait_done(handle.job_id, 5.0)
+        with self._lock:
+            proc = self._procs.pop(handle.job_id, None)
+            self._last.pop(handle.job_id, None)
+            self._reported.discard(handle.job_id)
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if info and info.get("cgroup"):
+            self._drop_cgroup(info["cgroup"])
+        for ext in ("pid", "rc", "err"):
+            try:
+                os.unlink(self._path(handle.job_id, ext))
+            except FileNotFoundError:
+                pass
+
+    def sample(self, handle: Handle) -> Usage | None:
+        info = self._load(handle.job_id, "pid")
+        if info is None or self._load(handle.job_id, "rc") is not None:
+            return None
+        cgroup = info.get("cgroup")
+        if cgroup:
+            usage = cgroups.read_cgroup_usage_path(cgroup) if cgroups.cgroup_pids(cgroup) else None
+        else:
+            usage = _pgroup_usage(_int(info.get("child")))
+        if usage is not None:
+            with self._lock:
+                self._last[handle.job_id] = usage
+        return usage
+
+    def _job_ids(self) -> list[int]:
+        try:
+            names = os.listdir(self.state_dir)
+        except OSError:
+            return []
+        return sorted(int(n[:-4]) for n in names if n.endswith(".pid") and n[:-4].isdigit())
+
+    def running(self) -> dict[int, Handle]:
+        out: dict[int, Handle] = {}
+        for job_id in self._job_ids():
+            info, rc, alive = self._status(job_id)
+            if info is None or rc is not None:
+                continue
+            child_alive = _alive(info.get("child"), info.get("child_start"))
+            if alive or child_alive:
+                out[job_id] = Handle(job_id, str(info.get("pid")))
+        return out
+
+    # ---------------------------------------------------------------- watching
+
+    def watch(self, on_exit: Callable[[int], None]) -> None:
+        self._on_exit = on_exit
+        if self._watch_thread is not None and self._watch_thread.is_alive():
+            return
+        self._closed.clear()
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="ds01q-process-watch", daemon=True)
+        self._watch_thread.start()
+
+    def _watch_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                for job_id in self._job_ids():
+                    if job_id in self._reported:
+                        continue
+                    info, rc, alive = self._status(job_id)
+                    if info is not None and (rc is not None or not alive):
+                        with self._lock:
+                            self._reported.add(job_id)
+                        self._notify(job_id)
+            except Exception:
+                log.exception("process watcher failed")
+            self._closed.wait(self.poll_interval_s)
+
+    def _notify(self, job_id: int) -> None:
+        callback = self._on_exit
+        if callback is None:
+            return
+        try:
+            callback(job_id)
+        except Exception:
+            log.exception("on_exit callback failed for job %s", job_id)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=5)
+            self._watch_thread = None

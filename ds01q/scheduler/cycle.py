@@ -1,0 +1,304 @@
+"""One scheduling pass: ``schedule(snapshot) -> CycleResult``. Pure.
+
+Steps:
+
+1. Priorities and factors for every pending job (``priority.py``).
+2. Order the jobs: by submit time (``fifo``) or by priority (``priority``,
+   ``backfill``); ties by submit time, then id.
+3. Consider each job in that order. It waits, with the first reason that holds:
+   ``Held``; ``DependencyNeverSatisfied``; ``Dependency``; ``Priority`` with
+   detail ``BeginTime`` while ``eligible_at > now`` (estimated start =
+   ``eligible_at``); ``UserLimit`` for a hard limit (see ``limits.py``);
+   ``NeverFits`` when no slice of the inventory, drained or not, could serve
+   its shape; ``Draining`` when only drained slices could; ``UserLimit`` /
+   ``GroupLimit`` when even the smallest slice it could take breaks what the
+   user or group may hold; ``Priority`` behind a blocked job (``fifo``) or a
+   reservation (``backfill``); ``Resources`` when no free slice fits; and
+   ``UserLimit`` / ``GroupLimit`` again when every free slice that fits would
+   break ``max_gpus``. Otherwise it is placed on the best fit (``placement.py``).
+   Limit-blocked jobs are skipped: they never block other jobs.
+4. Policies: ``fifo`` is strict: once a GPU job waits on Resources, no later
+   GPU job starts in this pass (CPU-only jobs still do). ``priority`` tries
+   every job, first fit, no reservation. ``backfill`` is ``priority`` plus one
+   EASY reservation for the first job waiting on Resources (``backfill.py``).
+5. Estimated starts, per shape: the earliest time its candidate slices are
+   free given running jobs' time limits, this pass's placements and the
+   reservation (a lower bound for all but the reserved job, whose estimate is
+   its reservation).
+
+Cost: shapes (request x user-limits) are searched once per pass each, except
+for one search per placement; per job the pass does a few dict look-ups.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+
+from ds01q.errors import ConfigError
+from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
+from ds01q.scheduler.limits import Account, LimitTracker, hard_limit_refusal, limits_for, runtime_refusal, shape_for
+from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, shape_equiv
+from ds01q.scheduler.priority import BACKFILL, FIFO, POLICIES, compute_priorities, order_pending
+from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot
+from ds01q.scheduler.views import LazyMapping
+from ds01q.types import Reason, RequestKind, ResourceRequest, SliceInfo
+
+
+class _ShapeState:
+    """One shape (a request under one set of limits) during a pass."""
+
+    __slots__ = ("shape", "candidates", "equiv", "nslices", "static", "no_gpus", "exhausted", "blocked_from",
+                 "estimate")
+
+    def __init__(self, shape: Shape, slices: tuple[SliceInfo, ...], limits: Limits, owner: str) -> None:
+        self.shape = shape
+        everywhere = [s for s in slices if shape.accepts(s)]
+        self.candidates = tuple(s for s in everywhere if not s.drained)
+        self.equiv = shape_equiv(shape, self.candidates or everywhere)
+        request = shape.request
+        self.nslices = 0 if request.kind == RequestKind.NONE else (
+            request.count if request.kind == RequestKind.GPUS else 1)
+        self.static = _static_reason(shape, limits, everywhere, self.candidates, self.equiv, owner)
+        self.no_gpus = f"No GPUs available for {request.describe()}"
+        self.exhausted = False  # no free slice fits any more in this pass
+        self.blocked_from = math.inf  # the reservation withholds the fit from jobs with time limits >= this
+        self.estimate: tuple[float | None, str] | None = None
+
+
+def _static_reason(shape: Shape, limits: Limits, everywhere: list[SliceInfo], usable: tuple[SliceInfo, ...],
+                   equiv: float, owner: str) -> tuple[Reason, str] | None:
+    refusal = hard_limit_refusal(shape.request, limits, equiv, None, owner)
+    if refusal is not None:
+        return Reason.USER_LIMIT, refusal
+    if not fits_in(shape, everywhere):
+        return Reason.NEVER_FITS, f"no {shape.request.describe()} in the current layout"
+    if not fits_in(shape, usable):
+        return Reason.DRAINING, f"only drained slices fit {shape.request.describe()}"
+    return None
+
+
+# A waiting job: reason, detail, its shape (for the estimate and hints) or None, its
+# estimated start when known without the shape (BeginTime, the reservation).
+_Wait = tuple[Reason, str, _ShapeState | None, float | None]
+
+
+class _UserState:
+    __slots__ = ("account", "index", "owner", "refused")
+
+    def __init__(self, account: Account, index: int, owner: str) -> None:
+        self.account = account
+        self.index = index  # shared by users with equal limits, so they share shapes
+        self.owner = owner  # " of group student" / " of user alice", for messages
+        # Limit refusals by (shape, interactive). Holdings only grow during a pass, so a
+        # job refused now stays refused: later jobs of the same user and shape reuse it.
+        self.refused: dict[tuple[int, bool], _Wait] = {}
+
+
+class _Pass:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snap = snapshot
+        self.now = snapshot.now
+        by_uuid = {s.uuid: s for s in snapshot.slices}
+        held = {u for job in snapshot.running for u in job.slices}
+        self.busy: Counter[str] = Counter(by_uuid[u].gpu_uuid for u in held if u in by_uuid)
+        self.pool = FreePool((s for s in snapshot.slices if not s.drained and s.uuid not in held), self.busy)
+        self.avail = availability(self.now, snapshot.slices, snapshot.running)
+        self.tracker = LimitTracker(snapshot.running, by_uuid)
+        self.users: dict[tuple[str, str], _UserState] = {}
+        self.limit_ids: dict[tuple[Limits, str], int] = {}
+        self.requests: dict[int, ResourceRequest] = {}  # id(request) -> the first equal request seen
+        self.canonical: dict[ResourceRequest, ResourceRequest] = {}
+        self.shapes: dict[tuple[int, int], _ShapeState] = {}  # (id of canonical request, limits index)
+        self.by_request: dict[tuple[int, int], _ShapeState] = {}  # (id of any request object, limits index)
+        self.reservation: Reservation | None = None
+        self.fifo_head: _ShapeState | None = None
+        self.fifo_head_id = 0
+        self.placements: list[Placement] = []
+        self.waiting: dict[int, _Wait] = {}
+
+    def consider(self, job: PendingJob) -> None:
+        wait = None
+        if job.held or job.dependency != "none" or job.eligible_at > self.now:
+            wait = self._not_ready(job)
+        if wait is None:
+            wait = self._try_place(job)
+        if wait is not None:
+            self.waiting[job.id] = wait
+
+    def _not_ready(self, job: PendingJob) -> _Wait | None:
+        if job.held:
+            return Reason.HELD, "held", None, None
+        if job.dependency == "never":
+            return Reason.DEPENDENCY_NEVER_SATISFIED, "a dependency can never be satisfied", None, None
+        if job.dependency == "waiting":
+            return Reason.DEPENDENCY, "waiting for a dependency", None, None
+        if job.eligible_at > self.now:
+            return Reason.PRIORITY, "BeginTime", None, job.eligible_at
+        return None
+
+    def _new_user(self, job: PendingJob) -> _UserState:
+        limits = limits_for(self.snap, job.user, job.group)
+        owner = f" of user {job.user}" if job.user in self.snap.user_limits else f" of group {job.group}"
+        index = self.limit_ids.setdefault((limits, owner), len(self.limit_ids))
+        policy = self.snap.groups.get(job.group)
+        account = self.tracker.account(job.user, job.group, limits, policy.group_max_gpus if policy else None)
+        user = self.users[(job.user, job.group)] = _UserState(account, index, owner)
+        return user
+
+    def _new_shape(self, request: ResourceRequest, user: _UserState) -> _ShapeState:
+        # The snapshot holds every request for the whole pass, so id() is stable; equal
+        # requests in distinct objects map to the first one seen (one hash per object).
+        canonical = self.requests.get(id(request))
+        if canonical is None:
+            canonical = self.requests[id(request)] = self.canonical.setdefault(request, request)
+        key = (id(canonical), user.index)
+        state = self.shapes.get(key)
+        if state is None:
+            limits = user.account.limits
+            state = self.shapes[key] = _ShapeState(shape_for(canonical, limits), self.snap.slices, limits, user.owner)
+        self.by_request[(id(request), user.index)] = state
+        return state
+
+    def _try_place(self, job: PendingJob) -> _Wait | None:
+        user = self.users.get((job.user, job.group)) or self._new_user(job)
+        state = self.by_request.get((id(job.request), user.index)) or self._new_shape(job.request, user)
+        if state.static is not None:
+            return state.static[0], state.static[1], None, None
+        account = user.account
+        if account.limited:
+            too_long = runtime_refusal(job.time_limit_s, account.limits, user.owner)
+            if too_long is not None:
+                return Reason.USER_LIMIT, too_long, None, None
+            memo = (id(state), job.interactive)
+            wait = user.refused.get(memo)
+            if wait is not None:
+                return wait
+            refusal = account.refusal(state.equiv, state.nslices, job.interactive)
+            if refusal is not None:
+                wait = user.refused[memo] = (refusal[0], refusal[1], None, None)
+                return wait
+        if state.nslices == 0:
+            self._place(job, account, (), 0.0)
+            return None
+        if self.fifo_head is not None:
+            return Reason.PRIORITY, f"waiting behind job {self.fifo_head_id} (fifo)", state, None
+        if state.exhausted:
+            return Reason.RESOURCES, state.no_gpus, state, None
+        if job.time_limit_s >= state.blocked_from:
+            return self._behind_reservation(state)
+        return self._try_gpus(job, state, account)
+
+    def _try_gpus(self, job: PendingJob, state: _ShapeState, account: Account) -> _Wait | None:
+        limit_s = job.time_limit_s
+        exclude = self.reservation.exclude_for(self.now, limit_s) if self.reservation else NO_SLICES
+        found = self.pool.find(state.shape, exclude)
+        if found is None:
+            if exclude and self.pool.find(state.shape) is not None:
+                state.blocked_from = limit_s
+                return self._behind_reservation(state)
+            state.exhausted = True
+            return self._on_resources(job, state)
+        equiv = sum(s.gpu_equiv for s in found)
+        refusal = account.gpu_refusal(equiv)
+        if refusal is not None:
+            found = self.pool.find(state.shape, exclude, max_equiv=account.gpu_room())
+            if found is None:
+                return refusal[0], refusal[1], None, None
+            equiv = sum(s.gpu_equiv for s in found)
+        self._place(job, account, found, equiv)
+        return None
+
+    def _behind_reservation(self, state: _ShapeState) -> _Wait:
+        assert self.reservation is not None
+        return Reason.PRIORITY, f"waiting behind reserved job {self.reservation.job_id}", state, None
+
+    def _on_resources(self, job: PendingJob, state: _ShapeState) -> _Wait:
+        policy = self.snap.policy
+        if policy == FIFO:
+            self.fifo_head, self.fifo_head_id = state, job.id
+        elif policy == BACKFILL and self.reservation is None:
+            fit = earliest_fit(state.shape, state.candidates, self.avail, self.busy)
+            if fit is not None:
+                start = fit[0]
+                self.reservation = Reservation(job.id, start, start + job.time_limit_s,
+                                               frozenset(s.uuid for s in fit[1]))
+                return Reason.RESOURCES, state.no_gpus + "; next to start (reserved)", state, start
+        return Reason.RESOURCES, state.no_gpus, state, None
+
+    def _place(self, job: PendingJob, account: Account, slices: tuple[SliceInfo, ...], equiv: float) -> None:
+        self.pool.take(slices)
+        account.add(equiv, len(slices), job.interactive)
+        end = self.now + job.time_limit_s
+        for s in slices:
+            self.avail[s.uuid] = end
+        self.placements.append(Placement(job.id, tuple(s.uuid for s in slices)))
+
+    def pending_infos(self, priorities: dict[int, float]) -> Mapping[int, PendingInfo]:
+        """Why each job waits. Each ``PendingInfo``, and each shape's estimate, is built
+        when first read, from the state the pass ended in (which nothing changes after)."""
+        if self.reservation is not None:
+            hold_reserved(self.avail, self.reservation)
+        head = self.fifo_head
+
+        def build(job_id: int, wait: _Wait) -> PendingInfo:
+            reason, detail, state, start = wait
+            if state is not None:
+                if start is None:
+                    start, hint = self._estimate(state)
+                else:  # the reserved job
+                    hint = self._other_profile_hint(state.shape, start) if state.shape.kind == RequestKind.MIG else ""
+                if hint:
+                    detail = f"{detail}; {hint}"
+                if head is not None and start is not None and reason == Reason.PRIORITY:
+                    floor = self._estimate(head)[0]  # fifo: nobody starts before the blocked head
+                    start = None if floor is None else max(start, floor)
+            if start is not None and not math.isfinite(start):
+                start = None
+            return PendingInfo(reason, priorities[job_id], start, detail)
+
+        return LazyMapping(self.waiting, build)
+
+    def _estimate(self, state: _ShapeState) -> tuple[float | None, str]:
+        if state.estimate is None:
+            fit = earliest_fit(state.shape, state.candidates, self.avail, self.busy)
+            start = None if fit is None else fit[0]
+            hint = self._other_profile_hint(state.shape, start) if state.shape.kind == RequestKind.MIG else ""
+            state.estimate = (start, hint)
+        return state.estimate
+
+    def _other_profile_hint(self, shape: Shape, start: float | None) -> str:
+        """For a MIG request: another allowed profile that would start sooner."""
+        best: tuple[float, int, int, str] | None = None
+        any_allowed = Shape(ResourceRequest(), shape.allowed_profiles, shape.allow_full_gpu)
+        for s in self.snap.slices:
+            when = self.avail.get(s.uuid)
+            if when is None or s.profile == shape.request.profile or s.is_full or not any_allowed.accepts(s):
+                continue
+            cand = (when, s.compute_slices, s.memory_mb, s.profile)
+            if best is None or cand < best:
+                best = cand
+        if best is None or (start is not None and best[0] >= start):
+            return ""
+        if best[0] <= self.now:
+            return f"{best[3]} free now"
+        return f"{best[3]} would start in {_fmt_wait(best[0] - self.now)}"
+
+
+def _fmt_wait(seconds: float) -> str:
+    minutes = int(math.ceil(seconds / 60.0))
+    if minutes < 60:
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def schedule(snapshot: Snapshot) -> CycleResult:
+    """Decide which pending jobs start now, on which slices, and why the rest wait."""
+    if snapshot.policy not in POLICIES:
+        raise ConfigError(f"unknown scheduler policy {snapshot.policy!r} (allowed: {', '.join(POLICIES)})")
+    priorities, factors = compute_priorities(snapshot)
+    state = _Pass(snapshot)
+    for job in order_pending(snapshot, priorities):
+        state.consider(job)
+    pending = state.pending_infos(priorities)
+    return CycleResult(tuple(state.placements), pending, priorities, factors)

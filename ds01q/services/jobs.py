@@ -1,0 +1,160 @@
+"""Reading and changing jobs: queue, show, history, cancel, logs, admin priority/hold/release/requeue."""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from ds01q import store
+from ds01q.errors import RequestError
+from ds01q.models import Job
+from ds01q.services.context import Caller, Context
+from ds01q.services.views import job_dict
+from ds01q.state import transition
+from ds01q.types import JobState
+from ds01q.units import parse_duration
+
+MAX_IDS = 1000
+MAX_LOG_CHUNK = 1024 * 1024
+
+
+def _ids(value: Any) -> list[int]:
+    ids = value if isinstance(value, list) else [value]
+    if not ids or len(ids) > MAX_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+        raise RequestError(f"job ids must be 1 to {MAX_IDS} positive whole numbers")
+    return ids
+
+
+def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> list[dict[str, Any]]:
+    with ctx.sessions() as session:
+        slices = store.slices_of(session, [j.id for j in jobs])
+        evs = store.events_for(session, [j.id for j in jobs]) if events else {}
+    factors = ctx.last_cycle.factors if ctx.last_cycle else {}
+    out = []
+    for j in jobs:
+        d = job_dict(j, slices.get(j.id, []), evs.get(j.id, []) if events else None,
+                     private=caller.admin or caller.user == j.user)
+        if j.id in factors:
+            d["priority_factors"] = {k: round(v, 3) for k, v in factors[j.id].items()}
+        out.append(d)
+    return out
+
+
+def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
+    with ctx.sessions() as session:
+        jobs = store.jobs_in(session, store.ACTIVE)
+    if a.get("user"):
+        jobs = [j for j in jobs if j.user == a["user"]]
+    order = {"RUNNING": 0, "STARTING": 0, "PENDING": 1, "HELD": 2}
+    jobs.sort(key=lambda j: (order.get(j.state, 3), -(j.priority or 0) if j.state == "PENDING" else 0, j.id))
+    return _views(ctx, caller, jobs, events=False)
+
+
+def show(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    (job_id,) = _ids(a.get("id"))[:1]
+    with ctx.sessions() as session:
+        job = store.get_job(session, job_id)
+    d = _views(ctx, caller, [job], events=True)[0]
+    if ctx.last_cycle and job.id in ctx.last_cycle.pending:
+        info = ctx.last_cycle.pending[job.id]
+        d["explain"] = info.detail
+    return d
+
+
+def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
+    user = a.get("user")
+    if not caller.admin:
+        if user not in (None, caller.user) or a.get("all_users"):
+            raise RequestError("you may list only your own history; admins may list anyone's")
+        user = caller.user
+    states = a.get("states")
+    if states:
+        bad = [s for s in states if s not in JobState.__members__]
+        if bad:
+            raise RequestError(f"--state {bad[0]!r} is not a job state (allowed: {', '.join(JobState.__members__)})")
+    now = ctx.clock.now()
+    since = now - parse_duration(a["since"]) if a.get("since") else None  # type: ignore[operator]
+    with ctx.sessions() as session:
+        jobs = store.history(session, user=user, states=states, since=since, limit=int(a.get("limit", 1000)))
+    return _views(ctx, caller, jobs, events=False)
+
+
+def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
+    results = []
+    for job_id in _ids(a.get("ids")):
+        with ctx.sessions.begin() as session:
+            job = store.get_job(session, job_id)
+            ctx.require_owner(caller, job.user, f"cancel job {job_id}")
+            now, state = ctx.clock.now(), JobState(job.state)
+            if state in (JobState.PENDING, JobState.HELD, JobState.PREEMPTED):
+                transition(session, job, JobState.CANCELLED, at=now, by=caller.user, reason="cancelled")
+            elif state.holds_slices:
+                job.cancel_requested = True
+                job.end_state = JobState.CANCELLED.value
+                session.add(job)
+            results.append({"id": job_id, "state": job.state, "cancel_requested": job.cancel_requested})
+    ctx.wake()
+    return results
+
+
+def logs(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    (job_id,) = _ids(a.get("id"))[:1]
+    offset = int(a.get("offset", 0))
+    with ctx.sessions() as session:
+        job = store.get_job(session, job_id)
+    ctx.require_owner(caller, job.user, f"read the logs of job {job_id}")
+    data = b""
+    if job.output_path and os.path.exists(job.output_path):
+        with open(job.output_path, "rb") as f:
+            f.seek(offset)
+            data = f.read(MAX_LOG_CHUNK)
+    return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "state": job.state,
+            "final": JobState(job.state).is_final}
+
+
+def set_priority(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    ctx.require_admin(caller, "ds01q admin priority")
+    boost = a.get("boost")
+    if not isinstance(boost, int) or isinstance(boost, bool) or abs(boost) > 1_000_000:
+        raise RequestError(f"priority {boost!r} must be a whole number from -1000000 to 1000000")
+    (job_id,) = _ids(a.get("id"))[:1]
+    with ctx.sessions.begin() as session:
+        job = store.get_job(session, job_id)
+        job.boost = boost
+        session.add(job)
+    ctx.wake()
+    return {"id": job_id, "boost": boost}
+
+
+def hold(ctx: Context, caller: Caller, a: dict[str, Any], release: bool) -> list[dict[str, Any]]:
+    ctx.require_admin(caller, "ds01q admin release" if release else "ds01q admin hold")
+    out = []
+    for job_id in _ids(a.get("ids")):
+        with ctx.sessions.begin() as session:
+            job = store.get_job(session, job_id)
+            frm, to = (JobState.HELD, JobState.PENDING) if release else (JobState.PENDING, JobState.HELD)
+            if job.state != frm.value:
+                raise RequestError(f"job {job_id} is {job.state}; only {frm.value} jobs can be "
+                                   f"{'released' if release else 'held'}")
+            transition(session, job, to, at=ctx.clock.now(), by=caller.user,
+                       reason="released by admin" if release else "held by admin")
+            job.held = not release
+            job.reason = "Priority" if release else "Held"
+            out.append({"id": job_id, "state": job.state})
+    ctx.wake()
+    return out
+
+
+def requeue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stop a running job and put it back in the queue (Slurm's scontrol requeue)."""
+    ctx.require_admin(caller, "ds01q admin requeue")
+    out = []
+    for job_id in _ids(a.get("ids")):
+        with ctx.sessions.begin() as session:
+            job = store.get_job(session, job_id)
+            if not JobState(job.state).holds_slices:
+                raise RequestError(f"job {job_id} is {job.state}; only running jobs can be requeued")
+            job.cancel_requested = True
+            job.end_state = JobState.PREEMPTED.value
+            out.append({"id": job_id, "state": job.state})
+    ctx.wake()
+    return out

@@ -1,0 +1,81 @@
+"""`ds01q status` (GPUs, slices, who runs where) and `ds01q limits` (my group, limits, use)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ds01q import store
+from ds01q.errors import RequestError
+from ds01q.services.context import Caller, Context
+from ds01q.services.inventory import set_drain
+from ds01q.types import JobState
+from ds01q.units import format_duration
+
+
+def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    with ctx.sessions() as session:
+        gpus = [g for g in store.all_gpus(session) if g.present]
+        slices = store.present_slices(session)
+        allocs = {al.slice_uuid: al for al in store.active_allocations(session)}
+        jobs = {j.id: j for j in store.jobs_in(session, store.HOLDING)}
+    out = []
+    for g in gpus:
+        entry = {"uuid": g.uuid, "name": g.name, "node": g.node, "index": g.index, "mig": g.mig_enabled,
+                 "drained": g.drained, "drain_reason": g.drain_reason, "utilization": g.utilization, "slices": []}
+        for s in (s for s in slices if s.gpu_uuid == g.uuid):
+            al = allocs.get(s.uuid)
+            job = jobs.get(al.job_id) if al else None
+            state = "drained" if (s.drained or g.drained) else ("busy" if al else "free")
+            entry["slices"].append({
+                "uuid": s.uuid, "profile": s.profile, "compute_slices": s.compute_slices,
+                "gpu_compute_slices": s.gpu_compute_slices, "memory_mb": s.memory_mb, "state": state,
+                "drain_reason": s.drain_reason, "job": job.id if job else None, "user": job.user if job else None,
+            })
+        out.append(entry)
+    return {"gpus": out, "pending": _count(ctx, JobState.PENDING)}
+
+
+def _count(ctx: Context, state: JobState) -> int:
+    with ctx.sessions() as session:
+        return len(store.jobs_in(session, (state.value,)))
+
+
+def limits(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    user = a.get("user") or caller.user
+    if user != caller.user and not caller.admin:
+        raise RequestError("you may see only your own limits; admins may see anyone's")
+    cfg = ctx.config
+    group = cfg.group_of(user)
+    lim = cfg.limits_for(user)
+    with ctx.sessions() as session:
+        running = [j for j in store.jobs_in(session, store.HOLDING) if j.user == user]
+        pending = store.count_jobs(session, user, (JobState.PENDING.value, JobState.HELD.value))
+        allocs = [al for al in store.active_allocations(session) if al.job_id in {j.id for j in running}]
+    d = asdict(lim)
+    d["allowed_profiles"] = sorted(lim.allowed_profiles) if lim.allowed_profiles is not None else None
+    d["max_runtime"] = format_duration(lim.max_runtime_s)
+    return {
+        "user": user, "group": group.name, "priority": group.priority, "admin": cfg.is_admin(user, -1),
+        "limits": d, "idle_timeout": format_duration(group.idle_timeout_s) if group.idle_timeout_s else None,
+        "use": {"gpus": round(sum(al.gpu_equiv for al in allocs), 3), "slices": len(allocs),
+                "running_jobs": len(running), "queued_jobs": pending,
+                "interactive": sum(1 for j in running if j.interactive)},
+    }
+
+
+def drain(ctx: Context, caller: Caller, a: dict[str, Any], on: bool) -> dict[str, Any]:
+    ctx.require_admin(caller, "ds01q admin drain" if on else "ds01q admin resume")
+    uuid = a.get("uuid")
+    if not isinstance(uuid, str) or not uuid:
+        raise RequestError("give the UUID of a GPU or slice (see `ds01q status`)")
+    with ctx.sessions.begin() as session:
+        kind = set_drain(session, uuid, on, a.get("reason") or ("drained by " + caller.user))
+    ctx.wake()
+    return {"uuid": uuid, "kind": kind, "drained": on}
+
+
+def refresh(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    ctx.require_admin(caller, "ds01q admin inventory refresh")
+    if ctx.refresh_inventory is None:
+        raise RequestError("the inventory cannot be refreshed: no controller is running")
+    return ctx.refresh_inventory()

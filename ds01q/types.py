@@ -1,0 +1,138 @@
+"""Plain domain types shared by every layer of ds01q.
+
+Nothing here imports from the rest of the package.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NewType
+
+JobId = NewType("JobId", int)
+SliceUuid = NewType("SliceUuid", str)
+
+
+class JobState(str, enum.Enum):
+    """Slurm's state names, plus STARTING between allocation and a running container."""
+
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    HELD = "HELD"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def holds_slices(self) -> bool:
+        return self in (JobState.STARTING, JobState.RUNNING)
+
+
+FINAL_STATES = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.OUT_OF_MEMORY,
+        JobState.NODE_FAIL,
+    }
+)
+
+
+class Reason(str, enum.Enum):
+    """Why a pending job is still pending (Slurm's words)."""
+
+    PRIORITY = "Priority"
+    RESOURCES = "Resources"
+    USER_LIMIT = "UserLimit"
+    GROUP_LIMIT = "GroupLimit"
+    DEPENDENCY = "Dependency"
+    HELD = "Held"
+    DRAINING = "Draining"
+    DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
+    NEVER_FITS = "NeverFits"
+
+
+class RequestKind(str, enum.Enum):
+    ANY = "any"  # one slice of any profile (best fit picks the smallest)
+    MIG = "mig"  # one slice of a named profile
+    GPUS = "gpus"  # N whole GPUs on one node
+    NONE = "none"  # CPU only
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRequest:
+    """The GPU shape of a job. Hashable: pending jobs are grouped by it.
+
+    kind ANY: one slice, any profile, with at least ``min_mem_mb`` GPU memory.
+    kind MIG: one slice of ``profile``.
+    kind GPUS: ``count`` whole GPUs (profile ``full``) on one node.
+    kind NONE: no GPU.
+    """
+
+    kind: RequestKind = RequestKind.ANY
+    profile: str | None = None
+    count: int = 1
+    min_mem_mb: int = 0
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.kind != RequestKind.NONE
+
+    def describe(self) -> str:
+        if self.kind == RequestKind.NONE:
+            return "cpu-only"
+        if self.kind == RequestKind.GPUS:
+            return f"{self.count} whole GPU(s)"
+        if self.kind == RequestKind.MIG:
+            return f"1 x {self.profile}"
+        return "1 slice" + (f" with >= {self.min_mem_mb} MiB" if self.min_mem_mb else "")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "profile": self.profile, "count": self.count, "min_mem_mb": self.min_mem_mb}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ResourceRequest:
+        return cls(
+            kind=RequestKind(str(d.get("kind", "any"))),
+            profile=d.get("profile") or None,  # type: ignore[arg-type]
+            count=int(d.get("count", 1)),  # type: ignore[arg-type]
+            min_mem_mb=int(d.get("min_mem_mb", 0)),  # type: ignore[arg-type]
+        )
+
+
+FULL_PROFILE = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class SliceInfo:
+    """One schedulable unit: a MIG instance or a whole GPU (profile ``full``)."""
+
+    uuid: str
+    gpu_uuid: str
+    profile: str
+    compute_slices: int  # e.g. 2 for 2g.10gb; 7 for a whole A100
+    gpu_compute_slices: int  # 7 on A100/H100/H200, 4 on A30
+    memory_mb: int
+    node: str = "local"
+    gpu_name: str = ""
+    drained: bool = False
+
+    @property
+    def is_full(self) -> bool:
+        return self.profile == FULL_PROFILE
+
+    @property
+    def gpu_equiv(self) -> float:
+        if self.is_full:
+            return 1.0
+        return self.compute_slices / self.gpu_compute_slices

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Bring up the services ds01q's tests need on a Debian CI machine (run as root).
+#
+#   scripts/ci-services.sh          Docker engine + the local image ds01q/busybox:test
+#   scripts/ci-services.sh --all    the above, plus redis-server (127.0.0.1:6379) and PostgreSQL
+#
+# Idempotent: installs only missing packages, starts only what is not running and
+# builds the image only when it does not exist. No systemd and no registry needed.
+set -euo pipefail
+
+IMAGE="ds01q/busybox:test"
+DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
+DOCKERD_TIMEOUT="${DOCKERD_TIMEOUT:-60}"
+ALL=0
+
+for arg in "$@"; do
+    case "$arg" in
+        --all) ALL=1 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "ci-services.sh: unknown option '$arg' (allowed: --all)" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "ci-services: $*" >&2; }
+die() { echo "ci-services: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+# ---------------------------------------------------------------- packages
+missing=()
+command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+if [ "$ALL" -eq 1 ]; then
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# ---------------------------------------------------------------- dockerd
+cgroup_driver() {
+    # systemd's driver only works when systemd is PID 1; otherwise cgroupfs (v1 or v2).
+    if [ -d /run/systemd/system ]; then echo systemd; else echo cgroupfs; fi
+}
+
+wait_docker() {
+    local deadline=$((SECONDS + DOCKERD_TIMEOUT))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        docker info >/dev/null 2>&1 && return 0
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
+}
+
+start_dockerd() {
+    local args=("$@")
+    if ! grep -qs 'native.cgroupdriver' /etc/docker/daemon.json; then
+        args+=(--exec-opt "native.cgroupdriver=$(cgroup_driver)")
+    fi
+    log "starting dockerd ${args[*]} (log: $DOCKERD_LOG)"
+    nohup dockerd "${args[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    DOCKERD_PID=$!
+    wait_docker "$DOCKERD_PID"
+}
+
+if ! docker info >/dev/null 2>&1; then
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        log "dockerd is running but not answering yet; waiting"
+        wait_docker "$(pgrep -xo dockerd)" || die "dockerd does not answer; see $DOCKERD_LOG"
+    elif ! start_dockerd; then
+        kill "$DOCKERD_PID" 2>/dev/null || true
+        wait "$DOCKERD_PID" 2>/dev/null || true
+        rm -f /var/run/docker.pid
+        # Kernels without the NAT tables (some VMs) make the bridge setup fail.
+        log "dockerd did not come up; retrying with --iptables=false"
+        start_dockerd --iptables=false || die "dockerd did not start in ${DOCKERD_TIMEOUT}s; see $DOCKERD_LOG"
+    fi
+fi
+log "docker engine up: cgroup driver $(docker info --format '{{.CgroupDriver}}'), cgroup v$(docker info --format '{{.CgroupVersion}}')"
+
+# ---------------------------------------------------------------- test image
+build_image() {
+    local busybox rootfs applet
+    busybox=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
+    [ -n "$busybox" ] && [ -x "$busybox" ] || die "static busybox not found (package busybox-static)"
+    rootfs=$(mktemp -d /tmp/ds01q-rootfs.XXXXXX)
+    mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,home,proc,sys,dev,var/tmp}
+    chmod 1777 "$rootfs/tmp" "$rootfs/var/tmp"
+    cp "$busybox" "$rootfs/bin/busybox"
+    # One symlink per applet at its usual path (sh, sleep, cat, id, dd, head, yes, stty, env ...).
+    while read -r applet; do
+        [ -n "$applet" ] && [ ! -e "$rootfs/$applet" ] && ln -s /bin/busybox "$rootfs/$applet"
+    done < <("$busybox" --list-full)
+    [ -e "$rootfs/bin/sh" ] || ln -s /bin/busybox "$rootfs/bin/sh"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+    tar -C "$rootfs" --numeric-owner -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'CMD ["sh"]' - "$IMAGE" >/dev/null
+    rm -rf "$rootfs"
+}
+
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "image $IMAGE exists"
+else
+    log "building $IMAGE from busybox-static"
+    build_image
+fi
+[ "$(docker run --rm "$IMAGE" sh -c 'echo ok')" = "ok" ] || die "smoke test 'docker run --rm $IMAGE' failed"
+
+# ---------------------------------------------------------------- redis + postgres
+if [ "$ALL" -eq 1 ]; then
+    if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        log "redis already up"
+    else
+        log "starting redis-server on 127.0.0.1:6379"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
+            --logfile /var/log/redis-ci.log --dir /tmp --save '' --appendonly no
+        for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || die "redis-server did not start; see /var/log/redis-ci.log"
+    fi
+
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        log "postgresql already up"
+    else
+        read -r pg_ver pg_cluster < <(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2}') || true
+        if [ -z "${pg_ver:-}" ]; then
+            pg_ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+            pg_cluster=main
+            log "creating PostgreSQL cluster $pg_ver/$pg_cluster"
+            pg_createcluster "$pg_ver" "$pg_cluster" >/dev/null
+        fi
+        log "starting PostgreSQL $pg_ver/$pg_cluster"
+        pg_ctlcluster "$pg_ver" "$pg_cluster" start
+        for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+        pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not start; see /var/log/postgresql/"
+    fi
+fi
+log "ready"

@@ -1,0 +1,368 @@
+"""DockerExecutor against the real engine and the local image ds01q/busybox:test.
+
+Needs root (a real Unix user is created) and a Docker engine: run
+scripts/ci-services.sh first. Containers are named ds01q-t<pid>-<job> and
+labelled with a per-session instance so parallel sessions do not collide.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import random
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ds01q.errors import ExecutorError
+from ds01q.executors import cgroups
+from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "ds01q/busybox:test"
+TEST_USER = "ds01qtest1"
+INSTANCE = f"pytest-{os.getpid()}"
+
+
+def _engine() -> Any:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means no engine
+        pytest.skip(f"no Docker engine ({type(e).__name__}): run scripts/ci-services.sh")
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {IMAGE} is missing: run scripts/ci-services.sh")
+    return client
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    c = _engine()
+    yield c
+    for ct in c.containers.list(all=True, filters={"label": f"ds01q.instance={INSTANCE}"}):
+        ct.remove(force=True)
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def user() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a test user")
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        res = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER], capture_output=True, text=True)
+        if res.returncode not in (0, 9):  # 9: created meanwhile by someone else
+            pytest.fail(f"useradd failed: {res.stderr.strip()}")
+        return pwd.getpwnam(TEST_USER)
+
+
+@pytest.fixture
+def workdir(user: pwd.struct_passwd) -> Iterator[str]:
+    d = tempfile.mkdtemp(prefix="ds01q-dx-", dir="/tmp")
+    os.chmod(d, 0o755)
+    os.chown(d, user.pw_uid, user.pw_gid)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def executor(client: Any) -> Iterator[Any]:
+    from ds01q.executors.docker import DockerExecutor
+
+    ex = DockerExecutor(client, name_prefix=f"ds01q-t{os.getpid()}", instance=INSTANCE)
+    yield ex
+    ex.close()
+
+
+_next = [random.randrange(10**8, 9 * 10**8)]
+
+
+def job_id() -> int:
+    _next[0] += 1
+    return _next[0]
+
+
+@pytest.fixture
+def make_spec(user: pwd.struct_passwd, workdir: str, executor: Any) -> Callable[..., LaunchSpec]:
+    def make(command: list[str], **over: Any) -> LaunchSpec:
+        jid = over.pop("job_id", None) or job_id()
+        kw: dict[str, Any] = dict(
+            job_id=jid, name=f"t{jid}", user=user.pw_name, uid=user.pw_uid, gid=user.pw_gid, group="student",
+            image=IMAGE, command=command, workdir=workdir, env={"HOME": workdir, "DS01Q_JOB_ID": str(jid)},
+            slices=[], gpu_runtime="none", output_path=os.path.join(workdir, f"ds01q-{jid}.out"),
+        )
+        kw.update(over)
+        return LaunchSpec(**kw)
+
+    return make
+
+
+def read(path: str | None) -> str:
+    with open(path or os.devnull) as f:
+        return f.read()
+
+
+def wait_exit(executor: Any, h: Handle, timeout_s: float = 30) -> ExitInfo:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = executor.poll(h)
+        if info is not None:
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"job {h.job_id} still running after {timeout_s} s")
+
+
+def run_to_end(executor: Any, spec: LaunchSpec) -> tuple[ExitInfo, str]:
+    h = executor.launch(spec)
+    try:
+        info = wait_exit(executor, h)
+    finally:
+        executor.remove(h)
+    return info, read(spec.output_path)
+
+
+# ------------------------------------------------------------------ batch jobs
+
+def test_batch_output_env_and_user(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                   user: pwd.struct_passwd, client: Any) -> None:
+    slices = ["MIG-11111111-2222-3333-4444-555555555555", "MIG-66666666-7777-8888-9999-000000000000"]
+    spec = make_spec(
+        ["sh", "-c", 'echo "cvd=$CUDA_VISIBLE_DEVICES"; echo "nv=$NVIDIA_VISIBLE_DEVICES"; '
+                     'echo "uid=$(id -u) gid=$(id -g)"; echo "pwd=$(pwd)"; echo oops >&2'],
+        slices=slices, labels={"team": "nlp"},
+    )
+    h = executor.launch(spec)
+    attrs = client.api.inspect_container(h.ref)
+    info = wait_exit(executor, h)
+    executor.remove(h)
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(h.ref)
+
+    assert info.exit_code == 0 and not info.oom_killed and info.error == ""
+    assert info.finished_at is not None and abs(info.finished_at - time.time()) < 300
+    out = read(spec.output_path).splitlines()  # type: ignore[arg-type]
+    assert out == [f"cvd={','.join(slices)}", f"nv={','.join(slices)}",
+                   f"uid={user.pw_uid} gid={user.pw_gid}", f"pwd={spec.workdir}", "oops"]
+    st = os.stat(spec.output_path)  # type: ignore[arg-type]
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (user.pw_uid, user.pw_gid, 0o644)
+
+    labels = attrs["Config"]["Labels"]
+    assert labels["ds01q.job"] == str(spec.job_id)
+    assert labels["ds01q.user"] == labels["ds01.user"] == user.pw_name
+    assert labels["ds01q.group"] == "student"
+    assert labels["ds01.gpu.uuids"] == ",".join(slices)
+    assert labels["team"] == "nlp"
+    host = attrs["HostConfig"]
+    assert attrs["Config"]["User"] == f"{user.pw_uid}:{user.pw_gid}"
+    assert host["Privileged"] is False
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["CapDrop"] == ["ALL"]
+    assert attrs["Name"] == f"/{executor.container_name(spec.job_id)}"
+
+
+def test_cpu_only_job_sees_no_gpu(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    spec = make_spec(["sh", "-c", 'echo "nv=$NVIDIA_VISIBLE_DEVICES"; echo "cvd=[$CUDA_VISIBLE_DEVICES]"'],
+                     env={"CUDA_VISIBLE_DEVICES": "0", "NVIDIA_VISIBLE_DEVICES": "all"})
+    info, out = run_to_end(executor, spec)
+    assert info.exit_code == 0
+    assert out.splitlines() == ["nv=void", "cvd=[]"]
+
+
+def test_exit_code_is_reported(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    info, _ = run_to_end(executor, make_spec(["sh", "-c", "exit 3"]))
+    assert (info.exit_code, info.oom_killed) == (3, False)
+
+
+def test_missing_command_exits_127_with_message_in_output(executor: Any,
+                                                          make_spec: Callable[..., LaunchSpec]) -> None:
+    info, out = run_to_end(executor, make_spec(["no-such-program", "x"]))
+    assert info.exit_code == 127
+    assert "no-such-program" in out
+
+
+def test_memory_limit_oom_kill(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    # tail keeps the whole newline-free input in memory: 100 MiB against a 32 MiB limit, no swap.
+    spec = make_spec(["sh", "-c", "head -c 100m /dev/zero | tail > /dev/null"], mem_bytes=32 * 2**20)
+    info, _ = run_to_end(executor, spec)
+    assert info.oom_killed is True
+    assert info.exit_code != 0
+    assert info.max_rss_bytes is not None and info.max_rss_bytes <= 40 * 2**20
+
+
+def test_cpu_time_matches_what_the_job_measured(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    # The job burns ~2 s in a child and prints its own children's CPU ticks (cutime+cstime);
+    # comparing with that (not wall time) keeps the test valid on a busy machine.
+    spec = make_spec(["sh", "-c", "timeout 2 sh -c 'while :; do :; done'; cat /proc/$$/stat"])
+    info, out = run_to_end(executor, spec)
+    fields = out.strip().splitlines()[-1].rsplit(")", 1)[1].split()
+    measured = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    assert measured > 0.3, f"the burn got too little CPU to compare ({measured} s)"
+    assert info.cpu_s is not None
+    assert abs(info.cpu_s - measured) <= 0.3 * measured, (info.cpu_s, measured)
+
+
+def test_cgroup_parent_with_the_engines_driver(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                               client: Any) -> None:
+    driver = executor.cgroup_driver()
+    assert driver == client.info()["CgroupDriver"]
+    parent = cgroups.cgroup_parent(driver, "ds01q", "student", "h.baker@lab.example")
+    spec = make_spec(["sleep", "30"], cgroup_parent=parent, cpus=0.5, pids_limit=64, shm_bytes=8 * 2**20,
+                     mem_bytes=64 * 2**20)
+    h = executor.launch(spec)
+    try:
+        attrs = client.api.inspect_container(h.ref)
+        host = attrs["HostConfig"]
+        assert (host["NanoCpus"], host["PidsLimit"], host["ShmSize"]) == (500_000_000, 64, 8 * 2**20)
+        assert host["Memory"] == host["MemorySwap"] == 64 * 2**20
+        paths = cgroups.pid_cgroups(attrs["State"]["Pid"])
+        where = paths.get("memory") or paths.get("")
+        assert where is not None
+        if driver == "systemd":
+            assert "/ds01q.slice/ds01q-student.slice/ds01q-student-h_baker.slice/" in where
+        else:
+            assert where.startswith("/ds01q.slice/ds01q-student.slice/ds01q-student-h_baker.slice/")
+        assert attrs["Id"] in where
+        usage = executor.sample(h)
+        assert usage is not None and usage.mem_bytes > 0
+    finally:
+        executor.stop(h, 1)
+        executor.remove(h)
+
+
+# ------------------------------------------------------------------ stop, interactive, recovery, events
+
+def test_stop_is_quick_and_idempotent(executor: Any, make_spec: Callable[..., LaunchSpec], client: Any) -> None:
+    h = executor.launch(make_spec(["sleep", "300"]))
+    assert executor.poll(h) is None
+    assert h.job_id in executor.running()
+    t0 = time.monotonic()
+    executor.stop(h, 10)
+    executor.remove(h)
+    gone_after = time.monotonic() - t0
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(h.ref)
+    assert gone_after < 2.0, f"stop+remove took {gone_after:.1f} s"
+    executor.stop(h, 10)
+    executor.remove(h)
+    assert h.job_id not in executor.running()
+    assert executor.sample(h) is None
+
+
+def test_interactive_job_exec_tty_and_watch(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                            user: pwd.struct_passwd) -> None:
+    exited: list[int] = []
+    seen = threading.Event()
+
+    def on_exit(jid: int) -> None:
+        exited.append(jid)
+        seen.set()
+
+    executor.watch(on_exit)
+    spec = make_spec([], interactive=True, output_path=None, slices=["MIG-aaaa"])
+    h = executor.launch(spec)
+    try:
+        assert executor.running()[spec.job_id] == h
+        assert executor.sample(h) is not None
+        sock, exec_id = executor.exec_tty(h, ["sh", "-c", 'echo "hi $CUDA_VISIBLE_DEVICES $X"; id -u; exit 5'],
+                                          f"{user.pw_uid}:{user.pw_gid}", {"X": "y"}, spec.workdir)
+        assert isinstance(sock, socket.socket)
+        executor.exec_resize(exec_id, 40, 120)
+        data = b""
+        sock.settimeout(10)
+        while chunk := sock.recv(4096):
+            data += chunk
+        sock.close()
+        assert data.replace(b"\r\n", b"\n") == f"hi MIG-aaaa y\n{user.pw_uid}\n".encode()
+        deadline = time.monotonic() + 10
+        code = executor.exec_exit_code(exec_id)
+        while code is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            code = executor.exec_exit_code(exec_id)
+        assert code == 5
+        executor.stop(h, 10)
+        info = wait_exit(executor, h)
+        assert info.exit_code == 0  # the keepalive exits cleanly on SIGTERM
+        assert seen.wait(10), "watch() did not report the exit"
+        assert spec.job_id in exited
+    finally:
+        executor.remove(h)
+
+
+def test_a_new_executor_finds_running_jobs(client: Any, executor: Any,
+                                           make_spec: Callable[..., LaunchSpec]) -> None:
+    from ds01q.executors.docker import DockerExecutor
+
+    spec = make_spec(["sh", "-c", "sleep 300"])
+    h = executor.launch(spec)
+    try:
+        again = DockerExecutor(client, name_prefix=executor.name_prefix, instance=INSTANCE)
+        found = again.running()
+        assert found[spec.job_id] == h
+        assert again.sample(Handle(spec.job_id, "")) is not None  # ref unknown: found by name
+        again.stop(found[spec.job_id], 5)
+        info = wait_exit(again, found[spec.job_id])
+        assert info.exit_code in (143, 137) and not info.oom_killed
+        assert spec.job_id not in again.running()
+    finally:
+        executor.remove(h)
+
+
+# ------------------------------------------------------------------ launch failures
+
+def _no_container(client: Any, executor: Any, jid: int) -> bool:
+    try:
+        client.api.inspect_container(executor.container_name(jid))
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+def test_start_failure_removes_the_container(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                             client: Any) -> None:
+    if shutil.which("nvidia-container-runtime-hook") or "nvidia" in client.info().get("Runtimes", {}):
+        pytest.skip("this engine has the NVIDIA runtime, so a GPU request would start")
+    spec = make_spec(["true"], gpu_runtime="nvidia", slices=["MIG-deadbeef-0000-0000-0000-000000000000"])
+    with pytest.raises(ExecutorError) as e:
+        executor.launch(spec)
+    msg = str(e.value)
+    assert "\n" not in msg and f"job {spec.job_id}" in msg
+    assert _no_container(client, executor, spec.job_id)
+
+
+def test_missing_image_and_workdir_are_one_line_errors(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                                       client: Any) -> None:
+    spec = make_spec(["true"], image="ds01q/does-not-exist:never")
+    with pytest.raises(ExecutorError, match="image 'ds01q/does-not-exist:never' is not on this node"):
+        executor.launch(spec)
+    assert _no_container(client, executor, spec.job_id)
+    spec = make_spec(["true"], workdir="/nonexistent/ds01q")
+    with pytest.raises(ExecutorError, match="working directory /nonexistent/ds01q does not exist"):
+        executor.launch(spec)
+    assert _no_container(client, executor, spec.job_id)
+
+
+def test_output_file_cannot_be_redirected_through_a_symlink(executor: Any, make_spec: Callable[..., LaunchSpec],
+                                                            workdir: str) -> None:
+    target = os.path.join(workdir, "root-owned")
+    with open(target, "w") as f:
+        f.write("secret\n")
+    os.chmod(target, 0o600)  # root's file, not writable by the user
+    link = os.path.join(workdir, "evil.out")
+    os.symlink(target, link)
+    spec = make_spec(["true"], output_path=link)
+    with pytest.raises(ExecutorError, match="cannot create output file"):
+        executor.launch(spec)
+    assert os.stat(target).st_uid == 0 and read(target) == "secret\n"
