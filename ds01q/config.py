@@ -55,6 +55,7 @@ class ExecutorConfig:
     cgroup_driver: str = "auto"  # auto | systemd | cgroupfs | none
     stop_grace_s: float = 10.0
     allowed_roots: tuple[str, ...] = ("/home", "/tmp", "/data", "/scratch", "/workspace", "/srv", "/root")
+    instance: str | None = None  # names this daemon's containers apart from another daemon's on the same engine
 
     def image_allowed(self, image: str) -> bool:
         return image == self.default_image or any(fnmatch.fnmatchcase(image, p) for p in self.allowed_images)
@@ -266,6 +267,7 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
         cgroup_driver=driver,
         stop_grace_s=_duration(d, "stop_grace", path) or defaults.stop_grace_s,
         allowed_roots=tuple(_get(d, "allowed_roots", path, list, list(defaults.allowed_roots))),
+        instance=_get(d, "instance", path, str, None),
     )
 
 

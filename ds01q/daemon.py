@@ -25,7 +25,8 @@ def make_executor(cfg: Config) -> tuple[Executor, str | None]:
         return ProcessExecutor(state_dir=cfg.executor.state_dir), None
     from ds01q.executors.docker import DockerExecutor
 
-    ex = DockerExecutor()
+    inst = cfg.executor.instance
+    ex = DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
     driver = cfg.executor.cgroup_driver
     if driver == "auto":
         driver = ex.cgroup_driver()
@@ -47,7 +48,8 @@ def build(config_path: str | None) -> tuple[Context, object]:
         raise ExecutorError(f"cannot reach the Docker engine ({type(e).__name__}): start dockerd, "
                             "or set executor.kind: process") from None
     controller = Controller(ctx, executor, driver)
-    controller.refresh(wait=False)  # first tick reads the inventory, static or NVML
+    controller.refresh(wait=False)
+    controller.reconcile_inventory(ctx.clock.now())  # the inventory is there before the first caller
     return ctx, controller
 
 

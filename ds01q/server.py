@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from ds01q import protocol
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, jobs, status, submit
+from ds01q.services import Caller, Context, jobs, mig, status, submit
 
 log = logging.getLogger("ds01q.server")
 Handler = Callable[[Context, Caller, dict[str, Any]], Any]
@@ -36,6 +36,8 @@ OPS: dict[str, Handler] = {
     "admin.drain": lambda ctx, c, a: status.drain(ctx, c, a, on=True),
     "admin.resume": lambda ctx, c, a: status.drain(ctx, c, a, on=False),
     "admin.refresh": status.refresh,
+    "admin.mig.plan": mig.plan,
+    "admin.mig.apply": mig.apply,
 }
 
 
@@ -108,11 +110,26 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         os.chmod(path, 0o666)
 
 
-def serve(ctx: Context, controller: Any) -> None:
-    """Run the controller loop in a thread and the socket server in this one until SIGTERM/SIGINT."""
+def start(ctx: Context, controller: Any) -> tuple[SocketServer, threading.Thread]:
+    """Bind the socket and start the controller loop in a thread."""
     srv = SocketServer(ctx.config.socket, ctx)
     loop = threading.Thread(target=controller.run, name="ds01q-loop", daemon=True)
     loop.start()
+    return srv, loop
+
+
+def shutdown(ctx: Context, srv: SocketServer, controller: Any) -> None:
+    srv.server_close()
+    try:
+        os.unlink(ctx.config.socket)
+    except OSError:
+        pass
+    controller.close()
+
+
+def serve(ctx: Context, controller: Any) -> None:
+    """Run the controller loop in a thread and the socket server in this one until SIGTERM/SIGINT."""
+    srv, _loop = start(ctx, controller)
 
     def stop(_sig: int, _frame: Any) -> None:
         threading.Thread(target=srv.shutdown, daemon=True).start()
@@ -124,9 +141,4 @@ def serve(ctx: Context, controller: Any) -> None:
     try:
         srv.serve_forever(poll_interval=0.5)
     finally:
-        srv.server_close()
-        try:
-            os.unlink(ctx.config.socket)
-        except OSError:
-            pass
-        controller.close()
+        shutdown(ctx, srv, controller)

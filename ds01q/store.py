@@ -103,13 +103,20 @@ def release(session: Session, job_id: int, at: float) -> int:
 
 
 def slices_of(session: Session, job_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The slices of each job's latest allocation (its current run, or its last one)."""
     out: dict[int, list[str]] = {}
     ids = list(job_ids)
     if not ids:
         return out
-    q = select(Allocation.job_id, Allocation.slice_uuid).where(Allocation.job_id.in_(ids)).order_by(Allocation.id)
-    for jid, uuid in session.execute(q):
-        out.setdefault(jid, []).append(uuid)
+    q = (select(Allocation.job_id, Allocation.slice_uuid, Allocation.allocated_at)
+         .where(Allocation.job_id.in_(ids)).order_by(Allocation.id))
+    latest: dict[int, float] = {}
+    for jid, uuid, at in session.execute(q):  # only the latest run of a requeued job
+        if at > latest.get(jid, -1.0):
+            latest[jid] = at
+            out[jid] = []
+        if at == latest[jid]:
+            out[jid].append(uuid)
     return out
 
 

@@ -31,20 +31,19 @@ def docker_engine() -> None:
 def make_daemon(docker_engine: None) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def make(**over: Any) -> Daemon:
+    def make(cls: type[Daemon] = Daemon, **over: Any) -> Daemon:
         root = Path(tempfile.mkdtemp(prefix="ds01q-t-", dir="/tmp"))
         root.chmod(0o755)
-        d = Daemon(root=root, config_path=root / "ds01q.yaml")
+        d = cls(root=root, config_path=root / "ds01q.yaml")
         d.write_config(base_config(root, **over))
         d.start()
         started.append(d)
         return d
 
-    remove_test_containers()
     yield make
     for d in started:
         d.stop()
-    remove_test_containers()
+        remove_test_containers(d.instance)
     for d in started:
         log = d.log_path.read_text() if d.log_path.exists() else ""
         assert "Traceback" not in log and "double allocation" not in log, log[-4000:]

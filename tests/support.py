@@ -50,7 +50,7 @@ def base_config(root: Path, **over: Any) -> dict[str, Any]:
         "server": {"socket": str(root / "ds01q.sock"), "tick": "1s"},
         "executor": {"kind": "docker", "default_image": "ds01q/busybox:test", "gpu_runtime": "none",
                      "state_dir": str(root / "state"), "stop_grace": "1s",
-                     "allowed_roots": [str(root), "/tmp"]},
+                     "allowed_roots": [str(root), "/tmp"], "instance": root.name.replace("_", "-")},
         "inventory": {"source": "static", "gpus": INVENTORY},
         "default_group": "student",
         "groups": {
@@ -133,6 +133,16 @@ class Daemon:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
 
+    @property
+    def instance(self) -> str:
+        return self.root.name.replace("_", "-")
+
+    def containers(self, job_id: int | None = None) -> list[str]:
+        flt = ["--filter", f"label=ds01q.instance={self.instance}"]
+        if job_id is not None:
+            flt += ["--filter", f"label=ds01q.job={job_id}"]
+        return subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True).stdout.split()
+
     def workdir(self, user: str) -> Path:
         pw = ensure_user(user)
         d = self.root / "home" / user
@@ -213,9 +223,35 @@ def run_cli_as(user: str, argv: list[str], cwd: Path) -> Result:
     return Result(os.waitstatus_to_exitcode(status), out_f.read().decode(), err_f.read().decode())
 
 
-def remove_test_containers() -> None:
+def remove_test_containers(instance: str | None = None) -> None:
+    """Remove the containers of one test daemon (by its instance label), or of every ds01q daemon."""
     if shutil.which("docker") is None:
         return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=ds01q.job"], capture_output=True, text=True).stdout
+    label = f"ds01q.instance={instance}" if instance else "ds01q.job"
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout
     if ids.split():
         subprocess.run(["docker", "rm", "-f", *ids.split()], capture_output=True)
+
+
+class InProcessDaemon(Daemon):
+    """The daemon in this test process (threads), so a test can replace ``pynvml`` in sys.modules."""
+
+    def start(self, timeout: float = 30.0) -> None:
+        import threading
+
+        from ds01q import daemon, server
+
+        self.ctx, self.controller = daemon.build(str(self.config_path))
+        self.srv, _ = server.start(self.ctx, self.controller)
+        self.thread = threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        self.thread.start()
+        self.proc = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        from ds01q import server
+
+        srv = getattr(self, "srv", None)
+        if srv is not None:
+            srv.shutdown()
+            server.shutdown(self.ctx, srv, self.controller)
+            self.srv = None

@@ -6,15 +6,14 @@
     report.py   history_usage (for `ds01q history`), build_report (`ds01q report`), plot
 
 Every function that takes a Session leaves the transaction to its caller;
-``rollup`` takes a sessionmaker and commits one period at a time.
+``ds01q.accounting.rollup.rollup`` takes a sessionmaker and commits one period at a time
+(it is not re-exported here, so that ``ds01q.accounting.rollup`` stays the module).
 """
 from ds01q.accounting.record import cgroup_of, decayed_usage, on_job_end, on_sample
 from ds01q.accounting.report import ReportQuery, build_report, history_usage, plot
-from ds01q.accounting.rollup import RollupResult, rollup
 
 __all__ = [
     "ReportQuery",
-    "RollupResult",
     "build_report",
     "cgroup_of",
     "decayed_usage",
@@ -22,5 +21,4 @@ __all__ = [
     "on_job_end",
     "on_sample",
     "plot",
-    "rollup",
 ]

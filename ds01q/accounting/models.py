@@ -83,7 +83,7 @@ class Rollup(Base):
     user: Mapped[str] = mapped_column(String(128))
     group: Mapped[str] = mapped_column(String(64))
     cgroup: Mapped[str] = mapped_column(String(300))
-    jobs: Mapped[int] = mapped_column(Integer)  # runs that started in the period
+    jobs: Mapped[int] = mapped_column(Integer)  # runs that started (wall > 0) in the period
     wall_s: Mapped[float] = mapped_column(Float)
     gpu_equiv_s: Mapped[float] = mapped_column(Float)
     gpu_mem_gb_h: Mapped[float] = mapped_column(Float)

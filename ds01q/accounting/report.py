@@ -11,7 +11,8 @@ report is the same whether or not the cron rollup has run; the rollups only make
 long windows cheap.
 
 ``jobs`` counts the runs that *started* in the window (a requeued job counts once per
-run); usage of a run that started before the window is still split into it.
+run; a job that never ran is not counted); usage of a run that started before the
+window is still split into it.
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ Rules (the report reads with the same ones, so rollups and raw records agree):
 - A run ``[started_at, ended_at]`` adds to every period it overlaps in proportion to the
   overlap: wall time, GPU-equivalent seconds, GPU-memory GB-hours, CPU seconds and energy
   are taken as spread evenly over the run. Its peak memory goes to every period it touches
-  (as a maximum). It counts as one job in the period where it started. A run that never
-  started (wall 0) lies wholly in the period where it ended.
+  (as a maximum). It counts as one job in the period where it started. A job that never
+  ran (wall 0: cancelled while pending, failed to launch) is not counted as a job; its
+  record lies in the period where it ended.
 - Only finished runs (``job_usage``) are rolled up. ``on_job_end`` marks every period a
   run overlaps as dirty (``rollup_dirty``), so a run that ends after its periods were rolled
   up makes the next rollup recompute them.
@@ -199,7 +200,7 @@ class Buckets:
         wall = e - s
         if wall <= 0:
             if s >= b[0]:
-                self._add(b[i], run, 1.0, True)
+                self._add(b[i], run, 1.0, False)
             return
         last = len(b) - 1
         while i < last and b[i] < e:

@@ -121,3 +121,48 @@ def config_group() -> None:
 from ds01q.cli.importcmd import import_ds01  # noqa: E402
 
 config_group.add_command(import_ds01)
+
+
+@admin.group()
+def mig() -> None:
+    """MIG layouts: plan from demand, apply through a drain."""
+
+
+@mig.command("plan")
+@click.option("--gpu", default=None, help="Only this GPU (UUID).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def mig_plan(ctx: click.Context, gpu: str | None, as_json: bool) -> None:
+    """Compute a layout for each GPU from the pending and running requests."""
+    with _c(ctx) as c:
+        plans = c.call("admin.mig.plan", gpu=gpu)
+    if as_json:
+        output.emit_json([{k: p[k] for k in ("gpu", "name", "layout", "commands")} for p in plans])
+        return
+    for p in plans:
+        click.echo(f"{p['name']} {p['gpu']}: {' + '.join(p['layout'])}")
+        if not p["changes"]:
+            click.echo("  already in this layout")
+            continue
+        cost = p["running_jobs"]
+        click.echo(f"  cost: {'jobs to wait for or requeue: ' + ', '.join(map(str, cost)) if cost else 'none (idle)'}")
+        for cmd in p["commands"]:
+            click.echo(f"  {cmd}")
+
+
+@mig.command("apply")
+@click.option("--gpu", required=True, help="GPU UUID.")
+@click.option("--force", is_flag=True, help="Requeue the GPU's running jobs instead of waiting for them.")
+@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+@click.option("--timeout", default="1h", show_default=True, help="How long to wait for running jobs.")
+@click.pass_context
+def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout: str) -> None:
+    """Drain the GPU, wait for (or requeue) its jobs, re-cut it, re-read the inventory, resume."""
+    with Client(config=ctx.find_root().obj.get("config"), timeout=24 * 3600) as c:
+        r = c.call("admin.mig.apply", gpu=gpu, force=force, dry_run=dry_run, timeout=timeout)
+    for cmd in r["commands"]:
+        click.echo(cmd)
+    if r["applied"]:
+        click.echo(f"applied: {' + '.join(r['layout'])}")
+    elif not r["commands"]:
+        click.echo("already in this layout")

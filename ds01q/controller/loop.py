@@ -51,6 +51,7 @@ class Controller:
         self.last_sweep = 0.0
         ctx.wake = self.wake
         ctx.refresh_inventory = self.refresh
+        ctx.executor = executor
 
     # ------------------------------------------------------------ wake-ups
     def wake(self) -> None:
@@ -152,7 +153,12 @@ class Controller:
         if full:
             self.last_sweep = self.ctx.clock.now()
         for job in rows:
-            if job.id in self.launching or not (full or job.id in flagged):
+            if job.id in self.launching:  # its exit may come before the launch is recorded: look again later
+                if job.id in flagged:
+                    with self.lock:
+                        self.exited.add(job.id)
+                continue
+            if not (full or job.id in flagged):
                 continue
             h = Handle(job_id=job.id, ref=job.container or "")
             try:

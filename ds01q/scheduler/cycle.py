@@ -49,24 +49,28 @@ class _ShapeState:
     """One shape (a request under one set of limits) during a pass."""
 
     __slots__ = ("shape", "candidates", "equiv", "nslices", "static", "no_gpus", "exhausted", "blocked_from",
-                 "estimate")
+                 "estimate", "resources_wait", "behind_wait")
 
-    def __init__(self, shape: Shape, slices: tuple[SliceInfo, ...], limits: Limits, owner: str) -> None:
+    def __init__(self, shape: Shape, matching: tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]], limits: Limits,
+                 owner: str) -> None:
         self.shape = shape
-        everywhere = [s for s in slices if shape.accepts(s)]
-        self.candidates = tuple(s for s in everywhere if not s.drained)
+        everywhere, self.candidates = matching  # slices the shape accepts: all, and not drained
         self.equiv = shape_equiv(shape, self.candidates or everywhere)
         request = shape.request
         self.nslices = 0 if request.kind == RequestKind.NONE else (
             request.count if request.kind == RequestKind.GPUS else 1)
-        self.static = _static_reason(shape, limits, everywhere, self.candidates, self.equiv, owner)
+        static = _static_reason(shape, limits, everywhere, self.candidates, self.equiv, owner)
+        self.static: _Wait | None = None if static is None else (static[0], static[1], None, None)
         self.no_gpus = f"No GPUs available for {request.describe()}"
         self.exhausted = False  # no free slice fits any more in this pass
         self.blocked_from = math.inf  # the reservation withholds the fit from jobs with time limits >= this
         self.estimate: tuple[float | None, str] | None = None
+        # Waits shared by every job of the shape (fewer tuples for big queues).
+        self.resources_wait: _Wait = (Reason.RESOURCES, self.no_gpus, self, None)
+        self.behind_wait: _Wait | None = None  # Priority: behind the fifo head or the reservation
 
 
-def _static_reason(shape: Shape, limits: Limits, everywhere: list[SliceInfo], usable: tuple[SliceInfo, ...],
+def _static_reason(shape: Shape, limits: Limits, everywhere: tuple[SliceInfo, ...], usable: tuple[SliceInfo, ...],
                    equiv: float, owner: str) -> tuple[Reason, str] | None:
     refusal = hard_limit_refusal(shape.request, limits, equiv, None, owner)
     if refusal is not None:
@@ -84,15 +88,20 @@ _Wait = tuple[Reason, str, _ShapeState | None, float | None]
 
 
 class _UserState:
-    __slots__ = ("account", "index", "owner", "refused")
+    __slots__ = ("group", "account", "index", "owner", "max_runtime_s", "shapes", "refused", "refused_interactive")
 
-    def __init__(self, account: Account, index: int, owner: str) -> None:
+    def __init__(self, group: str, account: Account, index: int, owner: str) -> None:
+        self.group = group
         self.account = account
         self.index = index  # shared by users with equal limits, so they share shapes
         self.owner = owner  # " of group student" / " of user alice", for messages
-        # Limit refusals by (shape, interactive). Holdings only grow during a pass, so a
-        # job refused now stays refused: later jobs of the same user and shape reuse it.
-        self.refused: dict[tuple[int, bool], _Wait] = {}
+        runtime = account.limits.max_runtime_s
+        self.max_runtime_s = math.inf if runtime is None else runtime + 1e-9
+        self.shapes: dict[int, _ShapeState] = {}  # id(job.request) -> shape
+        # Limit refusals per shape. Holdings only grow during a pass, so a job refused
+        # now stays refused: later jobs of the same user and shape reuse the answer.
+        self.refused: dict[_ShapeState, _Wait] = {}
+        self.refused_interactive: dict[_ShapeState, _Wait] = {}
 
 
 class _Pass:
@@ -105,12 +114,13 @@ class _Pass:
         self.pool = FreePool((s for s in snapshot.slices if not s.drained and s.uuid not in held), self.busy)
         self.avail = availability(self.now, snapshot.slices, snapshot.running)
         self.tracker = LimitTracker(snapshot.running, by_uuid)
-        self.users: dict[tuple[str, str], _UserState] = {}
+        self.users: dict[str, _UserState] = {}  # by user name, for their latest group
+        self.user_groups: dict[tuple[str, str], _UserState] = {}
         self.limit_ids: dict[tuple[Limits, str], int] = {}
         self.requests: dict[int, ResourceRequest] = {}  # id(request) -> the first equal request seen
         self.canonical: dict[ResourceRequest, ResourceRequest] = {}
         self.shapes: dict[tuple[int, int], _ShapeState] = {}  # (id of canonical request, limits index)
-        self.by_request: dict[tuple[int, int], _ShapeState] = {}  # (id of any request object, limits index)
+        self.matching: dict[Shape, tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]]] = {}
         self.reservation: Reservation | None = None
         self.fifo_head: _ShapeState | None = None
         self.fifo_head_id = 0
@@ -137,13 +147,16 @@ class _Pass:
             return Reason.PRIORITY, "BeginTime", None, job.eligible_at
         return None
 
-    def _new_user(self, job: PendingJob) -> _UserState:
-        limits = limits_for(self.snap, job.user, job.group)
-        owner = f" of user {job.user}" if job.user in self.snap.user_limits else f" of group {job.group}"
-        index = self.limit_ids.setdefault((limits, owner), len(self.limit_ids))
-        policy = self.snap.groups.get(job.group)
-        account = self.tracker.account(job.user, job.group, limits, policy.group_max_gpus if policy else None)
-        user = self.users[(job.user, job.group)] = _UserState(account, index, owner)
+    def _user(self, job: PendingJob) -> _UserState:
+        user = self.user_groups.get((job.user, job.group))
+        if user is None:
+            limits = limits_for(self.snap, job.user, job.group)
+            owner = f" of user {job.user}" if job.user in self.snap.user_limits else f" of group {job.group}"
+            index = self.limit_ids.setdefault((limits, owner), len(self.limit_ids))
+            policy = self.snap.groups.get(job.group)
+            account = self.tracker.account(job.user, job.group, limits, policy.group_max_gpus if policy else None)
+            user = self.user_groups[(job.user, job.group)] = _UserState(job.group, account, index, owner)
+        self.users[job.user] = user
         return user
 
     def _new_shape(self, request: ResourceRequest, user: _UserState) -> _ShapeState:
@@ -156,37 +169,47 @@ class _Pass:
         state = self.shapes.get(key)
         if state is None:
             limits = user.account.limits
-            state = self.shapes[key] = _ShapeState(shape_for(canonical, limits), self.snap.slices, limits, user.owner)
-        self.by_request[(id(request), user.index)] = state
+            shape = shape_for(canonical, limits)
+            state = self.shapes[key] = _ShapeState(shape, self._matching(shape), limits, user.owner)
+        user.shapes[id(request)] = state
         return state
 
+    def _matching(self, shape: Shape) -> tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]]:
+        """The slices a shape accepts, all and not drained (shared by users with equal filters)."""
+        found = self.matching.get(shape)
+        if found is None:
+            everywhere = tuple(s for s in self.snap.slices if shape.accepts(s))
+            found = self.matching[shape] = (everywhere, tuple(s for s in everywhere if not s.drained))
+        return found
+
     def _try_place(self, job: PendingJob) -> _Wait | None:
-        user = self.users.get((job.user, job.group)) or self._new_user(job)
-        state = self.by_request.get((id(job.request), user.index)) or self._new_shape(job.request, user)
+        user = self.users.get(job.user)
+        if user is None or user.group != job.group:
+            user = self._user(job)
+        state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
         if state.static is not None:
-            return state.static[0], state.static[1], None, None
+            return state.static
         account = user.account
         if account.limited:
-            too_long = runtime_refusal(job.time_limit_s, account.limits, user.owner)
-            if too_long is not None:
-                return Reason.USER_LIMIT, too_long, None, None
-            memo = (id(state), job.interactive)
-            wait = user.refused.get(memo)
+            if job.time_limit_s > user.max_runtime_s:
+                return Reason.USER_LIMIT, runtime_refusal(job.time_limit_s, account.limits, user.owner) or "", None, None
+            refused = user.refused_interactive if job.interactive else user.refused
+            wait = refused.get(state)
             if wait is not None:
                 return wait
             refusal = account.refusal(state.equiv, state.nslices, job.interactive)
             if refusal is not None:
-                wait = user.refused[memo] = (refusal[0], refusal[1], None, None)
+                wait = refused[state] = (refusal[0], refusal[1], None, None)
                 return wait
         if state.nslices == 0:
             self._place(job, account, (), 0.0)
             return None
         if self.fifo_head is not None:
-            return Reason.PRIORITY, f"waiting behind job {self.fifo_head_id} (fifo)", state, None
+            return state.behind_wait or self._behind(state)
         if state.exhausted:
-            return Reason.RESOURCES, state.no_gpus, state, None
+            return state.resources_wait
         if job.time_limit_s >= state.blocked_from:
-            return self._behind_reservation(state)
+            return state.behind_wait or self._behind(state)
         return self._try_gpus(job, state, account)
 
     def _try_gpus(self, job: PendingJob, state: _ShapeState, account: Account) -> _Wait | None:
@@ -196,7 +219,7 @@ class _Pass:
         if found is None:
             if exclude and self.pool.find(state.shape) is not None:
                 state.blocked_from = limit_s
-                return self._behind_reservation(state)
+                return state.behind_wait or self._behind(state)
             state.exhausted = True
             return self._on_resources(job, state)
         equiv = sum(s.gpu_equiv for s in found)
@@ -209,9 +232,14 @@ class _Pass:
         self._place(job, account, found, equiv)
         return None
 
-    def _behind_reservation(self, state: _ShapeState) -> _Wait:
-        assert self.reservation is not None
-        return Reason.PRIORITY, f"waiting behind reserved job {self.reservation.job_id}", state, None
+    def _behind(self, state: _ShapeState) -> _Wait:
+        if self.fifo_head is not None:
+            detail = f"waiting behind job {self.fifo_head_id} (fifo)"
+        else:
+            assert self.reservation is not None
+            detail = f"waiting behind reserved job {self.reservation.job_id}"
+        state.behind_wait = (Reason.PRIORITY, detail, state, None)
+        return state.behind_wait
 
     def _on_resources(self, job: PendingJob, state: _ShapeState) -> _Wait:
         policy = self.snap.policy
@@ -224,7 +252,7 @@ class _Pass:
                 self.reservation = Reservation(job.id, start, start + job.time_limit_s,
                                                frozenset(s.uuid for s in fit[1]))
                 return Reason.RESOURCES, state.no_gpus + "; next to start (reserved)", state, start
-        return Reason.RESOURCES, state.no_gpus, state, None
+        return state.resources_wait
 
     def _place(self, job: PendingJob, account: Account, slices: tuple[SliceInfo, ...], equiv: float) -> None:
         self.pool.take(slices)
@@ -239,25 +267,32 @@ class _Pass:
         when first read, from the state the pass ended in (which nothing changes after)."""
         if self.reservation is not None:
             hold_reserved(self.avail, self.reservation)
-        head = self.fifo_head
+        resolved: dict[int, tuple[float | None, str]] = {}  # id(wait) -> start, detail; waits are shared
 
         def build(job_id: int, wait: _Wait) -> PendingInfo:
-            reason, detail, state, start = wait
-            if state is not None:
-                if start is None:
-                    start, hint = self._estimate(state)
-                else:  # the reserved job
-                    hint = self._other_profile_hint(state.shape, start) if state.shape.kind == RequestKind.MIG else ""
-                if hint:
-                    detail = f"{detail}; {hint}"
-                if head is not None and start is not None and reason == Reason.PRIORITY:
-                    floor = self._estimate(head)[0]  # fifo: nobody starts before the blocked head
-                    start = None if floor is None else max(start, floor)
-            if start is not None and not math.isfinite(start):
-                start = None
-            return PendingInfo(reason, priorities[job_id], start, detail)
+            found = resolved.get(id(wait))
+            if found is None:
+                found = resolved[id(wait)] = self._resolve(wait)
+            return PendingInfo(wait[0], priorities[job_id], found[0], found[1])
 
         return LazyMapping(self.waiting, build)
+
+    def _resolve(self, wait: _Wait) -> tuple[float | None, str]:
+        """A wait's estimated start and full detail."""
+        reason, detail, state, start = wait
+        if state is not None:
+            if start is None:
+                start, hint = self._estimate(state)
+            else:  # the reserved job
+                hint = self._other_profile_hint(state.shape, start) if state.shape.kind == RequestKind.MIG else ""
+            if hint:
+                detail = f"{detail}; {hint}"
+            if self.fifo_head is not None and start is not None and reason == Reason.PRIORITY:
+                floor = self._estimate(self.fifo_head)[0]  # fifo: nobody starts before the blocked head
+                start = None if floor is None else max(start, floor)
+        if start is not None and not math.isfinite(start):
+            start = None
+        return start, detail
 
     def _estimate(self, state: _ShapeState) -> tuple[float | None, str]:
         if state.estimate is None:

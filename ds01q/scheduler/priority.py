@@ -84,15 +84,18 @@ class _Terms:
 def compute_priorities(snapshot: Snapshot) -> tuple[dict[int, float], Mapping[int, Mapping[str, float]]]:
     """Priority of every pending job, and its factors (built when read)."""
     terms = _Terms(snapshot)
-    group_terms, fairshare = terms.group, terms.fairshare
     now, age_rate, age_max = snapshot.now, terms.age_rate, terms.age_max
+    base: dict[str, tuple[str, float]] = {}  # user -> (group, group term + fair-share term)
     priorities: dict[int, float] = {}
     for job in snapshot.pending:
+        user_base = base.get(job.user)
+        if user_base is None or user_base[0] != job.group:
+            term = terms.group.get(job.group, 0.0) + terms.fairshare(job.user, job.group)
+            user_base = base[job.user] = (job.group, term)
         waited = now - job.submitted_at
         age = 0.0 if waited <= 0 else min(waited * age_rate, age_max)
         nice = job.nice if job.nice > 0 else 0
-        group = group_terms.get(job.group, 0.0)
-        priorities[job.id] = group + age + fairshare(job.user, job.group) + job.boost - nice
+        priorities[job.id] = user_base[1] + age + job.boost - nice
     return priorities, LazyMapping(priorities, terms.factors_of)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,8 @@ class Context:
     last_cycle: CycleResult | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     refresh_inventory: Callable[[], dict[str, object]] | None = None  # set by the controller
+    executor: Any = None  # the controller's executor (the terminal relay execs through it)
+    attached: dict[int, int] = field(default_factory=dict)  # job id -> terminals attached now
 
     def require_admin(self, caller: Caller, what: str) -> None:
         if not caller.admin:

@@ -233,7 +233,7 @@ def test_rollup_sums_equal_the_job_records(db: sessionmaker[Session]) -> None:
         assert res.periods > 0 and res.dirty_left == 0
         with db() as s:
             rows = list(s.scalars(select(Rollup).where(Rollup.period == kind)))
-        assert sum(r.jobs for r in rows) == len(recs)
+        assert sum(r.jobs for r in rows) == sum(1 for r in recs if r.wall_s > 0) < len(recs)
         for field in ("wall_s", "gpu_equiv_s", "gpu_mem_gb_h", "cpu_s"):
             got, want = per_user(rows, field), per_user(recs, field)
             assert got.keys() == want.keys()
@@ -304,8 +304,11 @@ def test_a_job_ending_after_its_days_were_rolled_up_marks_them_dirty(db: session
     with db() as s:
         assert sorted(d.period_start for d in s.scalars(select(RollupDirty).where(RollupDirty.period == "day"))) == \
             [T0, T0 + DAY, T0 + 2 * DAY]
+    before = report_rows(db, T0 + 3 * DAY, by="period")  # the dirty days are read from the records
+    assert sum(r["gpu_equiv_hours"] for r in before if r["user"] == "bob") == pytest.approx((DAY + 1200) / 3600)
     res = rollup(db, "day", None, T0 + 3 * DAY)
     assert (res.periods, res.dirty_left) == (3, 0)
+    assert report_rows(db, T0 + 3 * DAY, by="period") == approx_rows(before)
     with db() as s:
         bob = {r.period_start: r.gpu_equiv_s for r in s.scalars(select(Rollup).where(Rollup.user == "bob"))}
     assert bob == {T0: 600.0, T0 + DAY: DAY, T0 + 2 * DAY: 600.0}
@@ -491,6 +494,7 @@ def test_dashboard_uses_only_exported_metrics(db: sessionmaker[Session]) -> None
         s.add(Allocation(job_id=job.id, slice_uuid="GPU-1", profile="full", gpu_uuid="GPU-1", gpu_equiv=1.0,
                          memory_mb=40960, allocated_at=T0))
         job.state = "RUNNING"
+    run_job(db, "bob", "student", T0 + 10, T0 + 20)
     rollup(db, "day", None, T0 + DAY)
     exported = {re.sub(r"_(bucket|count|sum)$", "", n.split("{")[0]) for n in scrape(make_registry(ctx))}
     dash = json.loads((Path(__file__).resolve().parents[2] / "config" / "grafana-ds01q.json").read_text())
@@ -515,3 +519,41 @@ def test_migration_0002_matches_the_models(tmp_path: Path) -> None:
     command.check(cfg)  # raises when the models and the migrations differ
     command.downgrade(cfg, "0001")
     command.upgrade(cfg, "head")
+
+
+# ------------------------------------------------------------------ CLI (thin client)
+
+def test_cli_report_and_rollup_are_thin_clients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from ds01q.cli import report as cli
+
+    rows = [{"period": "2026-11-28", "user": "alice", "group": "student", "jobs": 2, "wall_hours": 1.0,
+             "gpu_equiv_hours": 0.25, "gpu_mem_gb_hours": 2.5, "cpu_hours": 0.5, "max_rss_bytes": 10,
+             "energy_kwh": None, "co2_g": None}]
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self: Any, op: str, **args: Any) -> Any:
+        calls.append((op, args))
+        if op == "report":
+            return rows
+        return {"period": args["period"], "periods": 1, "rows": 3, "first": "2026-11-28T00:00:00Z",
+                "last": "2026-11-29T00:00:00Z", "done_until": "2026-11-29T00:00:00Z", "dirty_left": 0}
+
+    monkeypatch.setattr(cli.Client, "call", call)
+    run = CliRunner()
+    png = tmp_path / "u.png"
+    r = run.invoke(cli.report, ["--by", "period", "--since", "7d", "--top", "3", "--json", "--plot", str(png)],
+                   obj={"config": None})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == rows and png.read_bytes()[:4] == b"\x89PNG"
+    assert calls[-1] == ("report", {"by": "period", "period": "day", "since": "7d", "top": 3})
+    r = run.invoke(cli.report, ["--csv"], obj={"config": None})
+    assert r.output.splitlines()[0].startswith("period,user,group,jobs,") and ",0.25," in r.output.splitlines()[1]
+    r = run.invoke(cli.report, ["--by", "period"], obj={"config": None})
+    assert r.output.split()[:3] == ["PERIOD", "USER", "GROUP"] and "alice" in r.output and "0.250" in r.output
+    assert run.invoke(cli.report, ["--json", "--csv"], obj={"config": None}).exit_code != 0
+    r = run.invoke(cli.accounting, ["rollup", "--period", "month", "--until", "2026-12-01"], obj={"config": None})
+    assert r.exit_code == 0 and calls[-1] == ("admin.accounting.rollup",
+                                              {"period": "month", "rebuild": False, "until": "2026-12-01"})
+    assert "1 period(s) rolled up" in r.output

@@ -1,0 +1,112 @@
+"""`ds01q admin mig plan` and `mig apply`: layouts from demand, applied through a drain.
+
+Demand is every pending and running job's GPU request (a MIG profile, "any" slice,
+or N whole GPUs); each GPU is planned for the whole demand on its own. Apply drains
+the GPU, waits for its jobs (or requeues them with --force), runs the nvidia-smi
+commands largest instance first, reads the inventory again and resumes the GPU.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ds01q import store
+from ds01q.errors import InventoryError, NotFound, RequestError
+from ds01q.mig.controller import MigController
+from ds01q.mig.planner import ANY, Plan, make_plan
+from ds01q.services.context import Caller, Context
+from ds01q.services.inventory import set_drain
+from ds01q.types import FULL_PROFILE, JobState, RequestKind
+from ds01q.units import parse_duration
+
+
+def demand(session: Any) -> list[str]:
+    out: list[str] = []
+    for job in store.jobs_in(session, (JobState.PENDING.value, JobState.HELD.value)):
+        req = store.request_of(job)
+        if req.kind == RequestKind.MIG and req.profile:
+            out.append(req.profile)
+        elif req.kind == RequestKind.ANY:
+            out.append(ANY)
+        elif req.kind == RequestKind.GPUS:
+            out.extend([FULL_PROFILE] * req.count)
+    out.extend(a.profile for a in store.active_allocations(session))
+    return out
+
+
+def plans(ctx: Context, gpu: str | None) -> list[tuple[Plan, list[int]]]:
+    with ctx.sessions() as session:
+        gpus = [g for g in store.all_gpus(session) if g.present and (gpu is None or g.uuid == gpu)]
+        if gpu is not None and not gpus:
+            raise NotFound(f"{gpu} is not a GPU in the inventory (see `ds01q status`)")
+        want = demand(session)
+        slices = store.present_slices(session)
+        allocs = store.active_allocations(session)
+    out = []
+    for g in gpus:
+        current = [s.profile for s in slices if s.gpu_uuid == g.uuid]
+        jobs = sorted({a.job_id for a in allocs if a.gpu_uuid == g.uuid})
+        out.append((make_plan(g.index, g.uuid, g.name, current, want, cost=jobs), jobs))
+    return out
+
+
+def plan(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
+    ctx.require_admin(caller, "ds01q admin mig plan")
+    out = []
+    for p, jobs in plans(ctx, a.get("gpu")):
+        d = p.to_json()
+        d["running_jobs"] = jobs
+        d["changes"] = bool(p.commands)
+        out.append(d)
+    return out
+
+
+def apply(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    ctx.require_admin(caller, "ds01q admin mig apply")
+    gpu = a.get("gpu")
+    if not isinstance(gpu, str) or not gpu:
+        raise RequestError("mig apply needs --gpu UUID (see `ds01q admin mig plan`)")
+    timeout = parse_duration(a.get("timeout") or "1h")
+    if timeout is None:
+        raise RequestError(f"--timeout {a.get('timeout')!r} is not a duration like 30m, 24h, 2d")
+    (p, jobs), = plans(ctx, gpu)
+    if a.get("dry_run") or not p.commands:
+        return {"gpu": gpu, "layout": list(p.layout), "commands": list(p.commands), "applied": False,
+                "running_jobs": jobs}
+    with ctx.sessions.begin() as session:
+        set_drain(session, gpu, True, f"mig apply by {caller.user}")
+    ctx.wake()
+    try:
+        _empty_gpu(ctx, gpu, bool(a.get("force")), timeout)
+        MigController().apply_plan(p)
+    except Exception as e:
+        with ctx.sessions.begin() as session:
+            set_drain(session, gpu, True, f"mig apply failed: {str(e).splitlines()[0] if str(e) else e}")
+        raise
+    result = ctx.refresh_inventory() if ctx.refresh_inventory else {}
+    with ctx.sessions.begin() as session:
+        set_drain(session, gpu, False, None)
+    ctx.wake()
+    return {"gpu": gpu, "layout": list(p.layout), "commands": list(p.commands), "applied": True,
+            "inventory": result}
+
+
+def _empty_gpu(ctx: Context, gpu: str, force: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    requeued = False
+    while True:
+        with ctx.sessions.begin() as session:
+            ids = sorted({al.job_id for al in store.active_allocations(session) if al.gpu_uuid == gpu})
+            if force and ids and not requeued:
+                for job_id in ids:
+                    job = store.get_job(session, job_id)
+                    job.cancel_requested = True
+                    job.end_state = JobState.PREEMPTED.value
+                requeued = True
+        if not ids:
+            return
+        ctx.wake()
+        if time.monotonic() > deadline:
+            raise InventoryError(f"GPU {gpu} still runs jobs {ids} after the timeout; it stays drained "
+                                 "(use --force to requeue them)")
+        time.sleep(0.5)
