@@ -53,11 +53,15 @@ def build(config_path: str | None) -> tuple[Context, object]:
     return ctx, controller
 
 
-def run(config_path: str | None, log_level: str = "INFO") -> None:
+def run(config_path: str | None, log_level: str = "INFO", metrics_port: int | None = None) -> None:
     from ds01q.server import serve
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx, controller = build(config_path)
     os.makedirs(ctx.config.executor.state_dir, exist_ok=True)
+    if metrics_port is not None:
+        from ds01q.metrics import start_exporter
+
+        start_exporter(ctx, metrics_port)
     serve(ctx, controller)

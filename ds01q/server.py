@@ -12,9 +12,9 @@ import struct
 import threading
 from typing import Any, Callable
 
-from ds01q import protocol
+from ds01q import protocol, relay
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, jobs, mig, status, submit
+from ds01q.services import Caller, Context, accounting, jobs, mig, status, submit
 
 log = logging.getLogger("ds01q.server")
 Handler = Callable[[Context, Caller, dict[str, Any]], Any]
@@ -38,6 +38,8 @@ OPS: dict[str, Handler] = {
     "admin.refresh": status.refresh,
     "admin.mig.plan": mig.plan,
     "admin.mig.apply": mig.apply,
+    "report": accounting.report,
+    "admin.accounting.rollup": accounting.rollup_op,
 }
 
 
@@ -83,6 +85,9 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             except OSError:
                 return
             if msg is None:
+                return
+            if msg.get("op") == "attach":  # the connection now carries a terminal (ds01q.relay)
+                relay.serve_attach(ctx, caller, self.request, reader, msg.get("args") or {})
                 return
             try:
                 protocol.send(self.request, handle(ctx, caller, msg))

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+import ds01q.cli.main  # noqa: F401  (loaded before fork: after dropping to a test user, /root's stdlib is unreadable)
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_USERS = {"ds01q-stu1": "student", "ds01q-stu2": "student", "ds01q-res1": "researcher", "ds01q-adm1": "admin"}
 

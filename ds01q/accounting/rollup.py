@@ -57,6 +57,7 @@ PERIODS = ("day", "month")
 DAY_S = 86400.0
 CHUNK = 20_000
 Key = tuple[str, str, str]  # user, group, cgroup
+# A run as Buckets reads it, by position (report._Live has the same fields in the same order).
 RUN_COLUMNS = (JobUsage.id, JobUsage.started_at, JobUsage.ended_at, JobUsage.wall_s, JobUsage.user, JobUsage.group,
                JobUsage.cgroup, JobUsage.gpu_equiv_s, JobUsage.gpu_mem_gb_h, JobUsage.cpu_s, JobUsage.max_rss_bytes,
                JobUsage.energy_kwh)
@@ -136,18 +137,20 @@ class Totals:
         self.max_rss_bytes: int | None = None
         self.energy_kwh: float | None = None
 
-    def add(self, run: Any, frac: float, counted: bool) -> None:
+    def add(self, run: Sequence[Any], frac: float, counted: bool) -> None:
+        """Add ``frac`` of a run (a row in RUN_COLUMNS order)."""
+        _, _, _, wall, _, _, _, gpu, mem, cpu, rss, kwh = run
         if counted:
             self.jobs += 1
-        self.wall_s += run.wall_s * frac
-        self.gpu_equiv_s += run.gpu_equiv_s * frac
-        self.gpu_mem_gb_h += run.gpu_mem_gb_h * frac
-        if run.cpu_s is not None:
-            self.cpu_s += run.cpu_s * frac
-        if run.energy_kwh is not None:
-            self.energy_kwh = (self.energy_kwh or 0.0) + run.energy_kwh * frac
-        if run.max_rss_bytes is not None and (self.max_rss_bytes is None or run.max_rss_bytes > self.max_rss_bytes):
-            self.max_rss_bytes = int(run.max_rss_bytes)
+        self.wall_s += wall * frac
+        self.gpu_equiv_s += gpu * frac
+        self.gpu_mem_gb_h += mem * frac
+        if cpu is not None:
+            self.cpu_s += cpu * frac
+        if kwh is not None:
+            self.energy_kwh = (self.energy_kwh or 0.0) + kwh * frac
+        if rss is not None and (self.max_rss_bytes is None or rss > self.max_rss_bytes):
+            self.max_rss_bytes = int(rss)
 
     def merge(self, o: Totals) -> None:
         self.jobs += o.jobs
@@ -183,21 +186,27 @@ class Buckets:
         self.sums: dict[float, dict[Key, Totals]] = {}
         self._next = 0
 
-    def _add(self, p0: float, run: Any, frac: float, counted: bool) -> None:
-        per = self.sums.setdefault(p0, {})
-        key = (run.user, run.group, run.cgroup)
+    def _add(self, p0: float, run: Sequence[Any], frac: float, counted: bool) -> None:
+        per = self.sums.get(p0)
+        if per is None:
+            per = self.sums[p0] = {}
+        key = (run[4], run[5], run[6])
         t = per.get(key)
         if t is None:
             t = per[key] = Totals()
         t.add(run, frac, counted)
 
-    def add(self, run: Any) -> None:
+    def add(self, run: Sequence[Any]) -> None:
+        """Split one run (a row in RUN_COLUMNS order) over the periods it touches."""
         b = self.bounds
-        s, e = run.started_at, run.ended_at
+        s, e = run[1], run[2]
         if s >= b[-1] or e < b[0]:
             return
         i = max(bisect_right(b, s) - 1, 0)
         wall = e - s
+        if wall > 0 and b[i] <= s and e <= b[i + 1]:  # the common case: within one period
+            self._add(b[i], run, 1.0, True)
+            return
         if wall <= 0:
             if s >= b[0]:
                 self._add(b[i], run, 1.0, False)
@@ -229,7 +238,7 @@ def _chunk(session: Session, lo: float, hi: float, after: tuple[float, int] | No
             ~((JobUsage.started_at == after[0]) & (JobUsage.id <= after[1])))
     if users is not None:
         q = q.where(JobUsage.user.in_(users))
-    return list(session.execute(q.order_by(JobUsage.started_at, JobUsage.id).limit(CHUNK)))
+    return list(session.connection().execute(q.order_by(JobUsage.started_at, JobUsage.id).limit(CHUNK)))
 
 
 def stream_runs(open_session: Callable[[], AbstractContextManager[Session]], buckets: Buckets,
@@ -248,7 +257,7 @@ def stream_runs(open_session: Callable[[], AbstractContextManager[Session]], buc
             buckets.add(r)
         if len(rows) < CHUNK:
             break
-        after = (rows[-1].started_at, rows[-1].id)
+        after = (rows[-1][1], rows[-1][0])
         for p0, p1, sums in buckets.pop_final(after[0]):
             on_final(p0, p1, sums)
     for p0, p1, sums in buckets.pop_final():
@@ -330,7 +339,7 @@ def _write_period(session_factory: sessionmaker[Session], kind: str, p0: float, 
     with session_factory.begin() as s:
         s.execute(delete(Rollup).where(Rollup.period == kind, Rollup.period_start == p0))
         if rows:
-            s.execute(insert(Rollup), rows)
+            s.execute(insert(Rollup.__table__), rows)  # Core executemany, not the ORM's bulk path
         if version is not None:
             s.execute(delete(RollupDirty).where(RollupDirty.period == kind, RollupDirty.period_start == p0,
                                                 RollupDirty.version == version))

@@ -36,7 +36,7 @@ def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None
     """Run the daemon in the foreground."""
     from ds01q import daemon
 
-    daemon.run(ctx.obj["config"], log_level)
+    daemon.run(ctx.obj["config"], log_level, metrics_port)
 
 
 def request_options(f: Any) -> Any:
@@ -197,14 +197,22 @@ def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
 
 
 from ds01q.cli import admin as _admin  # noqa: E402  (registers `ds01q admin …`)
+from ds01q.cli import report as _report  # noqa: E402
 
 cli.add_command(_admin.admin)
+cli.add_command(_report.report)
+_admin.admin.add_command(_report.accounting)
 try:
     from ds01q.cli import simulate as _simulate  # noqa: E402
 
     cli.add_command(_simulate.simulate)
 except ImportError:  # pragma: no cover - simulate ships with the package
     pass
+
+from ds01q.cli import shell as _shell  # noqa: E402  (`ds01q shell`, `ds01q attach`)
+
+cli.add_command(_shell.shell)
+cli.add_command(_shell.attach)
 
 
 def main(argv: list[str] | None = None) -> int:

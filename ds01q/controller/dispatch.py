@@ -6,12 +6,12 @@ import os
 import shlex
 
 from ds01q.config import Config
-from ds01q.executors.base import ExitInfo, LaunchSpec
+from ds01q.executors.base import KEEPALIVE_COMMAND, ExitInfo, LaunchSpec
 from ds01q.executors.cgroups import cgroup_parent
 from ds01q.models import Allocation, Job
 from ds01q.types import JobState
 
-KEEPALIVE = ["/bin/sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done']
+KEEPALIVE = KEEPALIVE_COMMAND  # one definition: the executors run it for interactive jobs
 SCRIPT_IN_CONTAINER = "/ds01q/job"
 
 
@@ -81,9 +81,9 @@ def launch_spec(cfg: Config, job: Job, allocs: list[Allocation], cgroup_driver: 
 
 
 def final_state(job: Job, info: ExitInfo) -> tuple[JobState, str | None]:
-    if job.end_state:
-        return JobState(job.end_state), {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached",
-                                         "PREEMPTED": "requeued by admin"}.get(job.end_state, job.reason)
+    if job.end_state:  # a reason set with the stop request (e.g. "idle timeout") wins over the default
+        return JobState(job.end_state), job.reason or {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached",
+                                                       "PREEMPTED": "requeued by admin"}.get(job.end_state)
     if info.oom_killed:
         return JobState.OUT_OF_MEMORY, "out of memory (container memory limit)"
     if info.exit_code == 0:

@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from ds01q import store
+from ds01q import accounting, store
 from ds01q.controller.dispatch import final_state, launch_spec
+from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.errors import Ds01qError
 from ds01q.executors.base import Executor, Handle
@@ -49,6 +50,8 @@ class Controller:
         self.usage = UsageCache()
         self.persisted: dict[int, tuple[Any, ...]] = {}
         self.last_sweep = 0.0
+        self.last_sample = 0.0
+        self.idle = IdleTracker()
         ctx.wake = self.wake
         ctx.refresh_inventory = self.refresh
         ctx.executor = executor
@@ -92,6 +95,9 @@ class Controller:
         self.reconcile_inventory(now)
         self.reap(full=now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep)
         self.enforce(now)
+        for job_id, ref in check_idle(self.ctx, self.executor, self.idle, now):  # interactive idle limit
+            self._stop_async(job_id, ref, remove=False)
+        self.sample(now)
         return self.schedule_and_dispatch(self.ctx.clock.now())
 
     # ------------------------------------------------------------ reconcile
@@ -182,6 +188,7 @@ class Controller:
             job.max_rss_bytes = info.max_rss_bytes
             job.reason = reason
             transition(session, job, state, at=now, by="ds01q", reason=reason)
+            self._account_end(session, job, now)
             if state == JobState.PREEMPTED:
                 job.requeue_count += 1
                 transition(session, job, JobState.PENDING, at=now, by="ds01q", reason="requeued")
@@ -306,6 +313,32 @@ class Controller:
                 self.launching.discard(job_id)
             self.wake()
 
+    def _account_end(self, session: Any, job: Job, now: float) -> None:
+        accounting.on_job_end(session, job, store.allocations_of(session, job.id, active_only=False), now,
+                              cgroup_root=self.ctx.config.executor.cgroup_root)
+
+    # ------------------------------------------------------------ usage samples
+    def sample(self, now: float) -> None:
+        """Every ``sample_interval_s``: cgroup CPU/memory of each running job (read outside any transaction)."""
+        if now - self.last_sample < self.ctx.config.sample_interval_s and now >= self.last_sample:
+            return
+        self.last_sample = now
+        with self.ctx.sessions() as session:
+            rows = [(j.id, j.container) for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.container]
+        readings = []
+        for job_id, ref in rows:
+            try:
+                readings.append((job_id, ref, self.executor.sample(Handle(job_id=job_id, ref=ref or ""))))
+            except Ds01qError as e:
+                log.debug("sample of job %s failed: %s", job_id, e)
+        if not readings:
+            return
+        with self.ctx.sessions.begin() as session:
+            for job_id, ref, usage in readings:
+                job = session.get(Job, job_id)
+                if job is not None and job.container == ref and job.state == JobState.RUNNING.value:
+                    accounting.on_sample(session, job, usage, now)
+
     def _forget(self, session: Any, job: Job, now: float, why: str, count: bool = True) -> None:
         """Undo a reservation: release the slices, back to PENDING with backoff, or FAILED after retries."""
         store.release(session, job.id, now)
@@ -314,6 +347,7 @@ class Controller:
         if count and job.requeue_count >= MAX_LAUNCH_TRIES:
             job.reason = why
             transition(session, job, JobState.FAILED, at=now, by="ds01q", reason=why)
+            self._account_end(session, job, now)
             return
         transition(session, job, JobState.PENDING, at=now, by="ds01q", reason=why)
         job.eligible_at = now + min(300.0, 5.0 * 2 ** job.requeue_count) if count else 0.0

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from sqlalchemy.orm import Session
 
-from ds01q import store
+from ds01q import accounting, store
 from ds01q.config import Config
 from ds01q.models import Job
 from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot
@@ -23,7 +23,7 @@ class UsageCache:
 
     def get(self, session: Session, now: float, halflife_s: float) -> dict[str, float]:
         if now - self.at > self.ttl_s or now < self.at:
-            self.value = store.usage_by_user(session, now, halflife_s)
+            self.value = accounting.decayed_usage(session, now, halflife_s)
             self.at = now
         return self.value
 

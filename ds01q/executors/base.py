@@ -28,6 +28,7 @@ __all__ = [
     "BATCH_WRAPPER",
     "GPU_RUNTIMES",
     "KEEPALIVE_COMMAND",
+    "KEEPALIVE_EXIT_FILE",
     "Executor",
     "ExitInfo",
     "Handle",
@@ -44,11 +45,14 @@ GPU_RUNTIMES = ("nvidia", "none")
 # `exec` keeps the user's program as the process that receives signals.
 BATCH_WRAPPER = ["/bin/sh", "-c", 'exec "$@" >>"$DS01Q_OUTPUT" 2>&1', "ds01q-job"]
 
-# Interactive jobs: an idle init that exits 0 on SIGTERM; shells are exec'd into it.
+# Interactive jobs: an idle init; shells are exec'd into it. On SIGTERM it exits with the code
+# in /.ds01q-exit (written by the daemon's terminal relay, as root, when the last shell exits), else 0.
+KEEPALIVE_EXIT_FILE = "/.ds01q-exit"
 KEEPALIVE_COMMAND = [
     "/bin/sh",
     "-c",
-    'trap "exit 0" TERM INT HUP; while :; do sleep 3600 & wait $!; done',
+    f'trap \'c=$(cat {KEEPALIVE_EXIT_FILE} 2>/dev/null); exit "${{c:-0}}"\' TERM INT HUP; '
+    'while :; do sleep 3600 & wait $!; done',
 ]
 
 

@@ -192,7 +192,8 @@ class _Pass:
         account = user.account
         if account.limited:
             if job.time_limit_s > user.max_runtime_s:
-                return Reason.USER_LIMIT, runtime_refusal(job.time_limit_s, account.limits, user.owner) or "", None, None
+                detail = runtime_refusal(job.time_limit_s, account.limits, user.owner) or ""
+                return Reason.USER_LIMIT, detail, None, None
             refused = user.refused_interactive if job.interactive else user.refused
             wait = refused.get(state)
             if wait is not None:

@@ -62,6 +62,21 @@ def _request_slices(request: ResourceRequest) -> int:
     return request.count if request.kind == RequestKind.GPUS else 1
 
 
+def request_words(request: ResourceRequest) -> str:
+    """The request as the user typed it: --gpus 2, --mig 3g.20gb, --gpu-mem 20480m, one slice."""
+    if request.kind == RequestKind.GPUS:
+        return f"--gpus {request.count}"
+    if request.kind == RequestKind.MIG:
+        return f"--mig {request.profile}"
+    if request.kind == RequestKind.NONE:
+        return "--gpus 0"
+    return f"--gpu-mem {request.min_mem_mb}m" if request.min_mem_mb else "one slice"
+
+
+def _profiles(profiles: frozenset[str]) -> str:
+    return "[" + ", ".join(sorted(profiles)) + "]"
+
+
 def hard_limit_refusal(
     request: ResourceRequest, limits: Limits, request_equiv: float, time_limit_s: float | None, where: str = ""
 ) -> str | None:
@@ -69,21 +84,18 @@ def hard_limit_refusal(
     kind = request.kind
     if kind == RequestKind.GPUS or (kind == RequestKind.MIG and request.profile == FULL_PROFILE):
         if not limits.allow_full_gpu:
-            return f"whole GPUs are not allowed{where} (allow_full_gpu: false)"
+            return f"{request_words(request)}: whole GPUs are refused by allow_full_gpu false{where}"
     elif kind == RequestKind.MIG and limits.allowed_profiles is not None:
         if request.profile not in limits.allowed_profiles:
-            allowed = ", ".join(sorted(limits.allowed_profiles)) or "none"
-            return f"--mig {request.profile} is not allowed{where} (allowed_profiles: {allowed})"
+            return f"--mig {request.profile} is not in allowed_profiles {_profiles(limits.allowed_profiles)}{where}"
     count = _request_slices(request)
+    words = request_words(request)
     if limits.max_slices_per_job is not None and count > limits.max_slices_per_job:
-        return f"{request.describe()} exceeds max_slices_per_job {limits.max_slices_per_job}{where}"
+        return f"{words} exceeds max_slices_per_job {limits.max_slices_per_job}{where}"
     if limits.max_slices is not None and count > limits.max_slices:
-        return f"{request.describe()} exceeds max_slices {limits.max_slices}{where}"
+        return f"{words} exceeds max_slices {limits.max_slices}{where}"
     if limits.max_gpus is not None and request_equiv > limits.max_gpus + GPU_EPS:
-        return (
-            f"{request.describe()} ({fmt_num(request_equiv)} GPU-equivalents) exceeds max_gpus "
-            f"{fmt_num(limits.max_gpus)}{where}"
-        )
+        return f"{words} ({fmt_num(request_equiv)} GPU-equivalents) exceeds max_gpus {fmt_num(limits.max_gpus)}{where}"
     return runtime_refusal(time_limit_s, limits, where)
 
 
@@ -124,7 +136,9 @@ def _never_offered(request: ResourceRequest, limits: Limits, slices: tuple[Slice
         possible = [p for p in possible_profiles if p != FULL_PROFILE and shape.accepts(_probe(p))]
         if possible:
             return None
-        return f"{request.describe()}: no slice allowed{_allowed_note(limits)} has that much memory"
+        if request.min_mem_mb:
+            return f"{request_words(request)}: no slice here{_allowed_note(limits)} has that much memory"
+        return f"no slice here is allowed{_allowed_note(limits)}"
     return None
 
 
@@ -134,9 +148,8 @@ def _probe(profile: str) -> SliceInfo:
 
 
 def _allowed_note(limits: Limits) -> str:
-    if limits.allowed_profiles is None:
-        return ""
-    return " (allowed_profiles: " + (", ".join(sorted(limits.allowed_profiles)) or "none") + ")"
+    note = "" if limits.allowed_profiles is None else f" in allowed_profiles {_profiles(limits.allowed_profiles)}"
+    return note if limits.allow_full_gpu else note + " without whole GPUs (allow_full_gpu false)"
 
 
 def _request_equiv(request: ResourceRequest, limits: Limits, slices: tuple[SliceInfo, ...]) -> float:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from ds01q.types import RequestKind, ResourceRequest, SliceInfo
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from sqlalchemy.orm import Session
 
-from ds01q import store
+from ds01q import accounting, store
 from ds01q.config import Config
 from ds01q.errors import InventoryError, NotFound
 from ds01q.models import Gpu, Job, Slice
@@ -114,6 +114,7 @@ def _fail_on_layout_change(session: Session, job: Job, now: float, by: str) -> N
     store.release(session, job.id, now)
     transition(session, job, JobState.NODE_FAIL, at=now, by=by, reason=LAYOUT_CHANGED)
     job.reason = LAYOUT_CHANGED
+    accounting.on_job_end(session, job, store.allocations_of(session, job.id, active_only=False), now)
     if job.requeue_on_layout_change:
         job.requeue_count += 1
         transition(session, job, JobState.PENDING, at=now, by=by, reason=f"requeued: {LAYOUT_CHANGED}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from ds01q import store
+from ds01q import accounting, store
 from ds01q.errors import RequestError
 from ds01q.models import Job
 from ds01q.services.context import Caller, Context
@@ -28,11 +28,14 @@ def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> l
     with ctx.sessions() as session:
         slices = store.slices_of(session, [j.id for j in jobs])
         evs = store.events_for(session, [j.id for j in jobs]) if events else {}
+        finished = [j.id for j in jobs if JobState(j.state).is_final]
+        usage = accounting.history_usage(session, finished, ctx.config.carbon_g_per_kwh) if finished else {}
     factors = ctx.last_cycle.factors if ctx.last_cycle else {}
     out = []
     for j in jobs:
         d = job_dict(j, slices.get(j.id, []), evs.get(j.id, []) if events else None,
                      private=caller.admin or caller.user == j.user)
+        d.update(usage.get(j.id, {}))
         if j.id in factors:
             d["priority_factors"] = {k: round(v, 3) for k, v in factors[j.id].items()}
         out.append(d)

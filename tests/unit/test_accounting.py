@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +22,7 @@ from ds01q.accounting import rollup as rollup_mod
 from ds01q.accounting.models import JobUsage, Rollup, RollupDirty, RollupWatermark, UsageSample
 from ds01q.accounting.record import cgroup_of, decayed_usage, energy_kwh, on_job_end, on_sample
 from ds01q.accounting.report import ReportQuery, build_report, cover, history_usage, plot
-from ds01q.accounting.rollup import date_start, floor_period, period_bounds, rollup, touched_periods
+from ds01q.accounting.rollup import Buckets, date_start, floor_period, period_bounds, rollup, touched_periods
 from ds01q.clock import FakeClock
 from ds01q.config import from_dict
 from ds01q.db import make_engine, make_sessionmaker
@@ -203,6 +205,35 @@ def test_periods_split_at_utc_midnight_and_month_ends() -> None:
     assert touched_periods("day", nov30 - 10, nov30 + 10) == [nov30 - DAY, nov30]
     assert touched_periods("day", nov30, nov30) == [nov30]
     assert touched_periods("day", nov30 - 10, nov30) == [nov30 - DAY]
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.floats(0, 10 * DAY), wall=st.one_of(st.just(0.0), st.floats(0.001, 5 * DAY)),
+       cuts=st.lists(st.floats(0.5, 9.5 * DAY), max_size=12))
+def test_a_run_split_over_any_periods_adds_up_to_the_run(start: float, wall: float, cuts: list[float]) -> None:
+    begin = T0 + start
+    bounds = sorted({T0 - DAY, *(T0 + c for c in cuts), T0 + 16 * DAY})
+    run = (1, begin, begin + wall, wall, "u", "g", "c", 2 * wall, 3 * wall, 0.5 * wall, 7, None)
+    b = Buckets(bounds)
+    b.add(run)
+    parts = [t for _, _, sums in b.pop_final() for t in sums.values()]
+    assert sum(t.wall_s for t in parts) == pytest.approx(wall, abs=1e-6)
+    assert sum(t.gpu_equiv_s for t in parts) == pytest.approx(2 * wall, abs=1e-6)
+    assert sum(t.jobs for t in parts) == (1 if wall > 0 else 0)
+    assert all(t.max_rss_bytes == 7 for t in parts) and all(t.energy_kwh is None for t in parts)
+
+
+def test_hooks_never_commit(db: sessionmaker[Session]) -> None:
+    with db() as s:
+        job = new_job(s)
+        start(s, job, T0, [FULL])
+        on_sample(s, job, Usage(cpu_s=1.0, mem_bytes=1, max_rss_bytes=1), T0 + 1, power_w=10.0)
+        finish(s, job, T0 + 2)
+        decayed_usage(s, T0 + 3, 3600.0)
+        s.rollback()
+    with db() as s:
+        assert s.scalars(select(JobUsage)).all() == [] and s.scalars(select(UsageSample)).all() == []
+        assert s.scalars(select(RollupDirty)).all() == [] and s.scalars(select(Job)).all() == []
 
 
 # ------------------------------------------------------------------ rollups
@@ -482,6 +513,21 @@ def test_exporter_reads_the_database_at_scrape_time(db: sessionmaker[Session]) -
     assert m["ds01q_job_wait_seconds_count"] == 1 and m["ds01q_job_wait_seconds_sum"] == 60.0
     assert m['ds01q_job_wait_seconds_bucket{le="60.0"}'] == 1 and m['ds01q_job_wait_seconds_bucket{le="30.0"}'] == 0
     assert scrape(registry)["ds01q_job_wait_seconds_count"] == 1  # counted once
+
+
+def test_exporter_serves_http(db: sessionmaker[Session]) -> None:
+    from urllib.request import urlopen
+
+    from ds01q.metrics import start_exporter
+
+    server = start_exporter(Context(config=from_dict({}), sessions=db, clock=FakeClock(T0)), 0)
+    try:
+        with urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as r:
+            body = r.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "\nds01q_up 1.0\n" in body and "ds01q_job_wait_seconds_count 0.0" in body
 
 
 def test_dashboard_uses_only_exported_metrics(db: sessionmaker[Session]) -> None:

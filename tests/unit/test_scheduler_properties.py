@@ -86,7 +86,8 @@ def snapshots(draw, whole_only: bool = False) -> Snapshot:
     user_limits = {"u1": draw(limits_st)} if draw(st.booleans()) else {}
     usage = {u: draw(st.sampled_from([0.0, 1e4, 1e6])) for u in USERS}
     return Snapshot(now=NOW, slices=slices, pending=tuple(pending), running=tuple(running), groups=groups,
-                    user_limits=user_limits, usage=usage, policy=draw(st.sampled_from(["fifo", "priority", "backfill"])))
+                    user_limits=user_limits, usage=usage,
+                    policy=draw(st.sampled_from(["fifo", "priority", "backfill"])))
 
 
 def placement_map(result) -> dict[int, tuple[str, ...]]:

@@ -1,0 +1,513 @@
+"""The terminal relay: a shell in an interactive job's container, carried over the ds01q socket.
+
+Users have no Docker access, so the daemon is the bridge (gpu-mig-docker-facts.md §5): it
+execs a login shell with a TTY in the job's keepalive container (``executor.exec_tty``), as
+the job's ``uid:gid``, in its working directory, with the job's environment
+(``CUDA_VISIBLE_DEVICES``, ``DS01Q_*``, ``SLURM_*``, ``HOME``) plus the client's ``TERM``,
+and pumps bytes between that exec and the caller's connection.
+
+Wire protocol
+-------------
+The client sends one JSON request line (see ``ds01q.protocol``)::
+
+    {"op": "attach", "args": {"id": 12, "rows": 40, "cols": 120, "term": "xterm-256color"}}
+
+The daemon answers one JSON line: an error (then it closes the connection), or
+``{"ok": true, "result": INFO}``, INFO describing the session: ``id``, ``name``, ``user``,
+``slices``, ``profiles``, ``started_at``, ``ends_at``, ``time_left_s``, ``idle_timeout_s``,
+``idle_exempt``, ``warning``, ``resumed`` and ``terminals``. After that line the connection
+carries only frames, in both directions::
+
+    +----------+--------------------+-------------------+
+    | type: 1B | length: u32, BE    | payload: length B |   payload at most 64 KiB
+    +----------+--------------------+-------------------+
+
+    client -> daemon   D  keystrokes for the shell's terminal
+                       R  window size: rows then columns, two u16 BE
+                       X  detach (empty payload)
+    daemon -> client   D  output of the shell's terminal
+                       X  detached (empty); the shell keeps running; the daemon closes
+                       E  the shell ended: JSON {"exit_code": int|null,
+                          "session": "ended"|"open"|"stopping", "state": str|null,
+                          "reason": str|null}; the daemon closes
+
+Sessions
+--------
+* ``attach`` resumes a detached shell that the same caller opened in that job, if there is
+  one (replaying up to 64 KiB of output it produced meanwhile), else it opens a new shell.
+  Several terminals may be attached at once, each to its own shell. A connection that drops
+  without ``X`` counts as a detach: the shell keeps running, as in ``docker attach``.
+* A shell that exits while other shells of the job live closes only its terminal ("open").
+* When the last shell exits, the session ends ("ended"): the relay writes the exit code to
+  ``KEEPALIVE_EXIT_FILE`` with a short root exec and marks the job ``cancel_requested``
+  without an ``end_state``. The controller stops the container; its keepalive exits with that
+  code, so the job ends COMPLETED (code 0) or FAILED ("exit code N") with the shell's exit
+  code, like a batch script. If the file cannot be written, the relay sets ``end_state``
+  itself (COMPLETED or FAILED) so the state still follows the shell.
+* When the daemon stops the job (``ds01q cancel``, the time limit, the idle timeout), every
+  shell ends with "stopping", ``state`` being the state the job ends in.
+* Shells live in the daemon process; after a daemon restart ``attach`` opens a new shell.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from typing import Any, Iterator
+
+from ds01q import protocol, store
+from ds01q.controller.dispatch import job_env
+from ds01q.controller.idle import IDLE_PREFIX
+from ds01q.errors import Ds01qError, RequestError
+from ds01q.executors.base import KEEPALIVE_EXIT_FILE, Handle
+from ds01q.models import Allocation, Job
+from ds01q.services.context import Caller, Context
+from ds01q.services.views import iso
+from ds01q.types import JobState
+
+__all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "pack_size", "serve_attach"]
+
+log = logging.getLogger("ds01q.relay")
+
+HEADER = struct.Struct(">cI")
+SIZE = struct.Struct(">HH")
+MAX_PAYLOAD = 64 * 1024
+DATA, RESIZE, DETACH, EXIT = b"D", b"R", b"X", b"E"
+BACKLOG = 64 * 1024  # output kept for a detached shell
+CONN_TIMEOUT_S = 30.0  # a client that stops reading this long is dropped; its shell keeps running
+EXIT_WAIT_S = 5.0
+MAX_ROWS_COLS = 4096
+TERM_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
+# Size the terminal from inside too (the API resize can race the exec's start), then a login shell.
+SHELL_SCRIPT = ('stty rows "$1" cols "$2" 2>/dev/null; '
+                'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l')
+
+
+# ---------------------------------------------------------------- framing (shared with ds01q.cli.shell)
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"frame payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def pack_size(rows: int, cols: int) -> bytes:
+    return SIZE.pack(max(1, min(rows, 65535)), max(1, min(cols, 65535)))
+
+
+class FrameReader:
+    """Collects bytes and yields complete ``(type, payload)`` frames; ValueError on an oversized one."""
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self.buf = bytearray(initial)
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def frames(self) -> Iterator[tuple[bytes, bytes]]:
+        while len(self.buf) >= HEADER.size:
+            kind, n = HEADER.unpack_from(self.buf)
+            if n > MAX_PAYLOAD:
+                raise ValueError(f"frame of {n} bytes is over the {MAX_PAYLOAD}-byte limit")
+            if len(self.buf) < HEADER.size + n:
+                return
+            payload = bytes(self.buf[HEADER.size:HEADER.size + n])
+            del self.buf[:HEADER.size + n]
+            yield kind, payload
+
+
+# ---------------------------------------------------------------- one client connection
+
+class _Conn:
+    """The caller's socket. Frames sent before ``start`` (the JSON reply) are queued behind it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.open = True
+        self.started = False
+        self.closing = False
+        self.queued: list[bytes] = []
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:  # gone, or stopped reading for CONN_TIMEOUT_S
+            self.open = False
+            return False
+
+    def send(self, kind: bytes, payload: bytes = b"") -> bool:
+        data = frame(kind, payload)
+        with self.lock:
+            if not self.open:
+                return False
+            if not self.started:
+                self.queued.append(data)
+                return True
+            return self._write(data)
+
+    def start(self, reply: dict[str, Any]) -> bool:
+        head = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+        with self.lock:
+            self.started = True
+            ok = self._write(head + b"".join(self.queued))
+            self.queued.clear()
+            if self.closing:
+                self._shutdown()
+            return ok
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.started:
+                self.closing = True
+                return
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.open = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- one shell (a TTY exec)
+
+class _Shell:
+    def __init__(self, key: tuple[int, int], owner_uid: int, exec_id: str, sock: socket.socket) -> None:
+        self.key = key  # (id(ctx), job id)
+        self.owner_uid = owner_uid
+        self.exec_id = exec_id
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.conn: _Conn | None = None
+        self.backlog = bytearray()
+        self.ended = False
+
+    def try_attach(self, conn: _Conn) -> bool:
+        """Claim this shell for ``conn`` if it is detached; queue its backlog on ``conn``."""
+        with self.lock:
+            if self.ended or self.conn is not None:
+                return False
+            self.conn = conn
+            data, self.backlog = bytes(self.backlog), bytearray()
+            for i in range(0, len(data), MAX_PAYLOAD):
+                conn.send(DATA, data[i:i + MAX_PAYLOAD])
+            return True
+
+    def detach(self, conn: _Conn) -> None:
+        with self.lock:
+            if self.conn is conn:
+                self.conn = None
+
+    def output(self, data: bytes) -> None:
+        with self.lock:
+            conn = self.conn
+            if conn is not None and conn.send(DATA, data):
+                return
+            self.conn = None  # no client, or it went away: keep the output for the next attach
+            self.backlog += data
+            if len(self.backlog) > BACKLOG:
+                del self.backlog[:len(self.backlog) - BACKLOG]
+
+    def write(self, conn: _Conn, data: bytes) -> None:
+        with self.write_lock:
+            if self.conn is not conn or self.ended:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError:  # the shell has ended; its pump reports the exit
+                pass
+
+    def finish(self) -> _Conn | None:
+        with self.lock:
+            self.ended = True
+            conn, self.conn = self.conn, None
+            return conn
+
+
+class _Registry:
+    """Live shells per (context, job); ``opening`` counts shells being started."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shells: dict[tuple[int, int], list[_Shell]] = {}
+        self.opening: dict[tuple[int, int], int] = {}
+
+    def snapshot(self, key: tuple[int, int]) -> list[_Shell]:
+        with self.lock:
+            return list(self.shells.get(key, ()))
+
+    def add(self, shell: _Shell) -> None:
+        with self.lock:
+            self.shells.setdefault(shell.key, []).append(shell)
+
+    def opening_delta(self, key: tuple[int, int], delta: int) -> None:
+        with self.lock:
+            n = self.opening.get(key, 0) + delta
+            if n > 0:
+                self.opening[key] = n
+            else:
+                self.opening.pop(key, None)
+
+    def remove(self, shell: _Shell) -> int:
+        """Forget ``shell``; return how many shells of its job remain (or are being opened)."""
+        with self.lock:
+            shells = self.shells.get(shell.key, [])
+            if shell in shells:
+                shells.remove(shell)
+            if not shells:
+                self.shells.pop(shell.key, None)
+            return len(shells) + self.opening.get(shell.key, 0)
+
+
+_REGISTRY = _Registry()
+
+
+# ---------------------------------------------------------------- the attach operation
+
+def serve_attach(ctx: Context, caller: Caller, sock: socket.socket, reader: protocol.LineReader,
+                 args: Any) -> None:
+    """Serve one ``attach`` request on ``sock``; returns when the terminal detaches or its shell ends."""
+    conn = _Conn(sock)
+    try:
+        if not isinstance(args, dict):
+            raise RequestError("args must be a JSON object")
+        job, allocs = _load(ctx, caller, args)
+        rows, cols, term = _terminal(args)
+        shell, resumed = _claim_or_open(ctx, caller, job, allocs, conn, rows, cols, term)
+    except Ds01qError as e:
+        _reply_error(sock, e.code, str(e))
+        return
+    except Exception as e:  # never a traceback to the client
+        log.exception("attach failed")
+        _reply_error(sock, "error", f"internal error in attach: {type(e).__name__}: {e}".splitlines()[0])
+        return
+    if resumed:
+        _resize(ctx, shell, rows, cols)
+    with ctx.lock:
+        ctx.attached[job.id] = terminals = ctx.attached.get(job.id, 0) + 1
+    try:
+        sock.settimeout(CONN_TIMEOUT_S)
+        if conn.start(protocol.ok(_info(ctx, job, allocs, resumed, terminals))):
+            _client_loop(ctx, shell, conn, bytes(reader.buf))
+    finally:
+        shell.detach(conn)
+        with ctx.lock:
+            left = ctx.attached.get(job.id, 0) - 1
+            if left > 0:
+                ctx.attached[job.id] = left
+            else:
+                ctx.attached.pop(job.id, None)
+
+
+def _reply_error(sock: socket.socket, code: str, message: str) -> None:
+    try:
+        protocol.send(sock, protocol.error(code, message))
+    except OSError:
+        pass
+
+
+def _load(ctx: Context, caller: Caller, args: dict[str, Any]) -> tuple[Job, list[Allocation]]:
+    job_id = args.get("id")
+    if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id <= 0:
+        raise RequestError("attach needs a job id, a positive whole number")
+    with ctx.sessions() as session:
+        job = store.get_job(session, job_id)
+        allocs = store.allocations_of(session, job_id)
+    ctx.require_owner(caller, job.user, f"attach to job {job_id}")
+    if not job.interactive:
+        raise RequestError(f"job {job_id} is a batch job; only interactive sessions (ds01q shell) can be attached "
+                           f"(for its output: ds01q logs {job_id} -f)")
+    if job.state != JobState.RUNNING.value or not job.container:
+        raise RequestError(f"job {job_id} is {job.state}; attach works while it is RUNNING")
+    if job.cancel_requested:
+        raise RequestError(f"job {job_id} is being stopped")
+    if not hasattr(ctx.executor, "exec_tty"):
+        raise RequestError("interactive shells need executor.kind: docker (this daemon runs another executor)")
+    return job, allocs
+
+
+def _terminal(args: dict[str, Any]) -> tuple[int, int, str]:
+    rows, cols, term = args.get("rows", 24), args.get("cols", 80), args.get("term") or "xterm"
+    for name, v in (("rows", rows), ("cols", cols)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_ROWS_COLS:
+            raise RequestError(f"{name} {v!r} must be a whole number from 1 to {MAX_ROWS_COLS}")
+    if not isinstance(term, str) or not TERM_RE.match(term):
+        raise RequestError(f"term {term!r} must be 1-64 letters, digits and ._+-")
+    return rows, cols, term
+
+
+def _claim_or_open(ctx: Context, caller: Caller, job: Job, allocs: list[Allocation], conn: _Conn,
+                   rows: int, cols: int, term: str) -> tuple[_Shell, bool]:
+    key = (id(ctx), job.id)
+    for shell in _REGISTRY.snapshot(key):
+        if shell.owner_uid == caller.uid and shell.try_attach(conn):
+            return shell, True
+    env = job_env(job, allocs)
+    env.update(TERM=term, PS1=f"(ds01q {job.id}) \\w \\$ ")
+    command = ["/bin/sh", "-c", SHELL_SCRIPT, "ds01q-shell", str(rows), str(cols)]
+    _REGISTRY.opening_delta(key, +1)
+    try:
+        sock, exec_id = ctx.executor.exec_tty(Handle(job_id=job.id, ref=job.container or ""), command,
+                                              f"{job.uid}:{job.gid}", env, job.workdir)
+        shell = _Shell(key, caller.uid, exec_id, sock)
+        shell.try_attach(conn)
+        _REGISTRY.add(shell)
+    finally:
+        _REGISTRY.opening_delta(key, -1)
+    _resize(ctx, shell, rows, cols)
+    threading.Thread(target=_pump, args=(ctx, shell), name=f"ds01q-relay-{job.id}", daemon=True).start()
+    log.info("job %s: shell opened for %s (exec %s)", job.id, caller.user, exec_id[:12])
+    return shell, False
+
+
+def _info(ctx: Context, job: Job, allocs: list[Allocation], resumed: bool, terminals: int) -> dict[str, Any]:
+    now = ctx.clock.now()
+    ends = (job.started_at or now) + job.time_limit_s
+    group = ctx.config.groups.get(job.group) or ctx.config.group_of(job.user)
+    exempt = job.user in ctx.config.lifecycle_exempt
+    warning = job.reason_detail if job.reason_detail and job.reason_detail.startswith(IDLE_PREFIX) else None
+    return {
+        "id": job.id, "name": job.name, "user": job.user,
+        "slices": [a.slice_uuid for a in allocs], "profiles": sorted({a.profile for a in allocs}),
+        "started_at": iso(job.started_at), "ends_at": iso(ends), "time_left_s": max(0.0, ends - now),
+        "idle_timeout_s": None if exempt else group.idle_timeout_s, "idle_exempt": exempt,
+        "warning": warning, "resumed": resumed, "terminals": terminals,
+    }
+
+
+def _resize(ctx: Context, shell: _Shell, rows: int, cols: int) -> None:
+    try:
+        ctx.executor.exec_resize(shell.exec_id, rows, cols)
+    except Ds01qError as e:
+        log.debug("job %s: resize failed: %s", shell.key[1], e)
+
+
+def _client_loop(ctx: Context, shell: _Shell, conn: _Conn, initial: bytes) -> None:
+    frames = FrameReader(initial)
+    while True:
+        try:
+            for kind, payload in frames.frames():
+                if kind == DATA:
+                    shell.write(conn, payload)
+                elif kind == RESIZE and len(payload) == SIZE.size:
+                    rows, cols = SIZE.unpack(payload)
+                    _resize(ctx, shell, max(1, rows), max(1, cols))
+                elif kind == DETACH:
+                    shell.detach(conn)
+                    conn.send(DETACH)
+                    conn.close()
+                    return
+                else:
+                    raise ValueError(f"unknown frame type {kind!r}")
+        except ValueError as e:
+            log.warning("job %s: bad frame from the client, dropping it: %s", shell.key[1], e)
+            return
+        try:
+            data = conn.sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        frames.feed(data)
+
+
+# ---------------------------------------------------------------- the shell's end
+
+def _pump(ctx: Context, shell: _Shell) -> None:
+    """Carry the shell's output until its exec ends, then report the exit and maybe end the session."""
+    try:
+        shell.sock.settimeout(None)
+        while True:
+            data = shell.sock.recv(MAX_PAYLOAD)
+            if not data:
+                break
+            shell.output(data)
+    except OSError:
+        pass
+    try:
+        with shell.lock:
+            shell.ended = True  # no attach claims it any more
+        code = _wait_exit_code(ctx.executor, shell.exec_id)
+        outcome = _shell_ended(ctx, shell, code)
+    except Exception:  # the pump thread must still release the client
+        log.exception("job %s: ending a shell failed", shell.key[1])
+        outcome = {"exit_code": None, "session": "open", "state": None, "reason": None}
+    finally:
+        try:
+            shell.sock.close()
+        except OSError:
+            pass
+    conn = shell.finish()
+    if conn is not None:
+        conn.send(EXIT, json.dumps(outcome).encode())
+        conn.close()
+    log.info("job %s: shell exited %s (%s)", shell.key[1], outcome["exit_code"], outcome["session"])
+
+
+def _wait_exit_code(executor: Any, exec_id: str) -> int | None:
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while True:
+        try:
+            code = executor.exec_exit_code(exec_id)
+        except Ds01qError as e:
+            log.warning("exec %s: %s", exec_id[:12], e)
+            return None
+        if code is not None or time.monotonic() > deadline:
+            return code  # type: ignore[no-any-return]
+        time.sleep(0.05)
+
+
+def _shell_ended(ctx: Context, shell: _Shell, code: int | None) -> dict[str, Any]:
+    remaining = _REGISTRY.remove(shell)
+    job_id = shell.key[1]
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+    if job is None or job.state != JobState.RUNNING.value or job.cancel_requested:
+        state = (job.end_state or job.state) if job is not None else None
+        return {"exit_code": code, "session": "stopping", "state": state, "reason": job.reason if job else None}
+    if remaining:
+        return {"exit_code": code, "session": "open", "state": None, "reason": None}
+    _end_session(ctx, job, code)
+    return {"exit_code": code, "session": "ended", "state": "COMPLETED" if code == 0 else "FAILED", "reason": None}
+
+
+def _end_session(ctx: Context, job: Job, code: int | None) -> None:
+    """The last shell exited: stop the job so that it records the shell's exit code."""
+    wrote = code is not None and _write_exit_code(ctx.executor, Handle(job_id=job.id, ref=job.container or ""), code)
+    with ctx.sessions.begin() as session:
+        row = session.get(Job, job.id)
+        if row is None or row.state != JobState.RUNNING.value or row.cancel_requested:
+            return
+        row.cancel_requested = True
+        if not wrote:  # the keepalive cannot report the code: record the outcome directly
+            row.end_state = (JobState.COMPLETED if code == 0 else JobState.FAILED).value
+            row.reason = None if code == 0 else f"shell exit code {code if code is not None else '?'}"
+    log.info("job %s: last shell exited %s; ending the session", job.id, code)
+    ctx.wake()
+
+
+def _write_exit_code(executor: Any, handle: Handle, code: int) -> bool:
+    """Write ``code`` to the keepalive's exit file with a root exec; True if it worked."""
+    cmd = ["/bin/sh", "-c", 'echo "$1" > "$2"', "ds01q-exit", str(int(code)), KEEPALIVE_EXIT_FILE]
+    try:
+        sock, exec_id = executor.exec_tty(handle, cmd, "0:0", {}, "/")
+    except Ds01qError as e:
+        log.warning("job %s: cannot record the shell's exit code: %s", handle.job_id, e)
+        return False
+    try:
+        sock.settimeout(EXIT_WAIT_S)
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    return _wait_exit_code(executor, exec_id) == 0
