@@ -15,7 +15,7 @@ The client sends one JSON request line (see ``ds01q.protocol``)::
 The daemon answers one JSON line: an error (then it closes the connection), or
 ``{"ok": true, "result": INFO}``, INFO describing the session: ``id``, ``name``, ``user``,
 ``slices``, ``profiles``, ``started_at``, ``ends_at``, ``time_left_s``, ``idle_timeout_s``,
-``idle_exempt``, ``warning``, ``resumed`` and ``terminals``. After that line the connection
+``idle_exempt``, ``resumed`` and ``terminals``. After that line the connection
 carries only frames, in both directions::
 
     +----------+--------------------+-------------------+
@@ -61,7 +61,6 @@ from typing import Any, Iterator
 
 from ds01q import protocol, store
 from ds01q.controller.dispatch import job_env
-from ds01q.controller.idle import IDLE_PREFIX
 from ds01q.errors import Ds01qError, RequestError
 from ds01q.executors.base import KEEPALIVE_EXIT_FILE, Handle
 from ds01q.models import Allocation, Job
@@ -69,7 +68,7 @@ from ds01q.services.context import Caller, Context
 from ds01q.services.views import iso
 from ds01q.types import JobState
 
-__all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "pack_size", "serve_attach"]
+__all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "serve_attach"]
 
 log = logging.getLogger("ds01q.relay")
 
@@ -87,16 +86,12 @@ SHELL_SCRIPT = ('stty rows "$1" cols "$2" 2>/dev/null; '
                 'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l')
 
 
-# ---------------------------------------------------------------- framing (shared with ds01q.cli.shell)
+# ---------------------------------------------------------------- framing (ds01q.cli.shell has the client half)
 
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"frame payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
     return HEADER.pack(kind, len(payload)) + payload
-
-
-def pack_size(rows: int, cols: int) -> bytes:
-    return SIZE.pack(max(1, min(rows, 65535)), max(1, min(cols, 65535)))
 
 
 class FrameReader:
@@ -373,13 +368,12 @@ def _info(ctx: Context, job: Job, allocs: list[Allocation], resumed: bool, termi
     ends = (job.started_at or now) + job.time_limit_s
     group = ctx.config.groups.get(job.group) or ctx.config.group_of(job.user)
     exempt = job.user in ctx.config.lifecycle_exempt
-    warning = job.reason_detail if job.reason_detail and job.reason_detail.startswith(IDLE_PREFIX) else None
     return {
         "id": job.id, "name": job.name, "user": job.user,
         "slices": [a.slice_uuid for a in allocs], "profiles": sorted({a.profile for a in allocs}),
         "started_at": iso(job.started_at), "ends_at": iso(ends), "time_left_s": max(0.0, ends - now),
         "idle_timeout_s": None if exempt else group.idle_timeout_s, "idle_exempt": exempt,
-        "warning": warning, "resumed": resumed, "terminals": terminals,
+        "resumed": resumed, "terminals": terminals,
     }
 
 

@@ -133,14 +133,25 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 @click.option("--state", "-s", "states", multiple=True, help="Filter by state (repeatable).")
 @click.option("--since", default=None, help="Only jobs submitted in this window, e.g. 2d.")
 @click.option("--limit", type=int, default=1000)
+@click.option("--all-users", "-a", is_flag=True, help="Everyone's jobs (admins).")
+@click.option("--format", "-o", "fields", default=None,
+              help="Comma-separated columns, e.g. id,user,state,wall_s,gpu_equiv_s,cpu_s,max_rss_bytes.")
 @click.pass_context
 def history(ctx: click.Context, as_json: bool, user: str | None, states: tuple[str, ...], since: str | None,
-            limit: int) -> None:
-    """Finished jobs (like sacct)."""
+            limit: int, all_users: bool, fields: str | None) -> None:
+    """Finished jobs with their usage (like sacct)."""
     with client(ctx) as c:
-        jobs = c.history(user=user, states=list(states) or None, since=since, limit=limit)
+        jobs = c.history(user=user, states=list(states) or None, since=since, limit=limit, all_users=all_users)
     if as_json:
         output.emit_json(jobs)
+        return
+    if fields:
+        cols = [f.strip() for f in fields.split(",") if f.strip()]
+        known = set(jobs[0]) if jobs else set(output.HISTORY_FIELDS)
+        bad = [f for f in cols if f not in known and f not in output.HISTORY_FIELDS]
+        if bad:
+            raise click.UsageError(f"--format {bad[0]!r} is not a field (allowed: {', '.join(output.HISTORY_FIELDS)})")
+        output.table([f.upper() for f in cols], [[output.cell(j.get(f)) for f in cols] for j in jobs])
         return
     output.table(["JOBID", "NAME", "USER", "STATE", "EXIT", "REQ", "ELAPSED", "SUBMITTED"],
                  [[j["id"], j["name"][:20], j["user"], j["state"], "-" if j["exit_code"] is None else j["exit_code"],

@@ -43,6 +43,21 @@ def request_text(req: dict[str, Any]) -> str:
     return f"any>={req['min_mem_mb']}M" if req.get("min_mem_mb") else "any"
 
 
+HISTORY_FIELDS = ("id", "name", "user", "group", "state", "exit_code", "reason", "slices", "submitted_at", "started_at",
+                  "ended_at", "wall_s", "gpu_equiv_s", "gpu_mem_gb_h", "cpu_s", "max_rss_bytes", "energy_kwh", "co2_g",
+                  "runs", "priority", "image", "time_limit_s", "requeue_count", "node")
+
+
+def cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".")
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
+    return str(v)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     if sys.stdout.isatty():
         from rich.console import Console

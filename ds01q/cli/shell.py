@@ -26,7 +26,7 @@ import termios
 import time
 import tty
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -35,11 +35,48 @@ from ds01q.client import FINAL, Client
 from ds01q.errors import BY_CODE, Ds01qError, ExecutorError, ServerUnavailable
 from ds01q.units import format_duration
 
+# The client half of the relay's framing (ds01q.relay documents it). Kept here so that the thin
+# client does not import the daemon's modules (database, executors).
+HEADER = struct.Struct(">cI")
+MAX_PAYLOAD = 64 * 1024
+DATA, RESIZE, DETACH, EXIT = b"D", b"R", b"X", b"E"
+
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 POLL_S = 0.5
 EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
 STOP_WORDS = {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached", "PREEMPTED": "requeued by an admin"}
 _CTRL_CHARS = "@abcdefghijklmnopqrstuvwxyz[\\]^_"
+
+
+# ---------------------------------------------------------------- framing
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameReader:
+    """Collects bytes and yields complete ``(type, payload)`` frames."""
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self.buf = bytearray(initial)
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def frames(self) -> Iterator[tuple[bytes, bytes]]:
+        while len(self.buf) >= HEADER.size:
+            kind, n = HEADER.unpack_from(self.buf)
+            if n > MAX_PAYLOAD:
+                raise Ds01qError(f"the ds01q server sent a frame of {n} bytes (at most {MAX_PAYLOAD})")
+            if len(self.buf) < HEADER.size + n:
+                return
+            payload = bytes(self.buf[HEADER.size:HEADER.size + n])
+            del self.buf[:HEADER.size + n]
+            yield kind, payload
+
+
+def pack_size(rows: int, cols: int) -> bytes:
+    return struct.pack(">HH", max(1, min(rows, 65535)), max(1, min(cols, 65535)))
 
 
 # ---------------------------------------------------------------- detach keys
@@ -98,14 +135,19 @@ class DetachMatcher:
 
 # ---------------------------------------------------------------- waiting in the queue
 
-def _local(iso_time: str | None) -> str:
+def _clock(iso_time: str) -> str:
+    """An ISO time as local wall-clock time: HH:MM:SS today, else with its date."""
+    t = datetime.fromisoformat(iso_time.replace("Z", "+00:00")).astimezone()
+    return t.strftime("%H:%M:%S") if t.date() == datetime.now().astimezone().date() else t.strftime("%Y-%m-%d %H:%M")
+
+
+def _eta(iso_time: str | None) -> str:
     if not iso_time:
         return "unknown"
-    t = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
-    left = t.timestamp() - time.time()
-    when = t.astimezone().strftime("%H:%M:%S")
-    return f"{when} (in {format_duration(60 * round(left / 60)) if left >= 60 else 'under a minute'})" \
-        if left > 0 else f"{when} (now)"
+    left = datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() - time.time()
+    if left <= 0:
+        return f"{_clock(iso_time)} (now)"
+    return f"{_clock(iso_time)} (in {format_duration(60 * round(left / 60)) if left >= 60 else 'under a minute'})"
 
 
 def wait_line(job: dict[str, Any], queue: list[dict[str, Any]], withdraw: bool) -> str:
@@ -114,13 +156,13 @@ def wait_line(job: dict[str, Any], queue: list[dict[str, Any]], withdraw: bool) 
     if job["state"] == "STARTING":
         return f"job {job['id']}: starting on {', '.join(job['slices']) or 'CPU only'} ({hint})"
     pending = [j["id"] for j in queue if j["state"] == "PENDING"]
-    pos = f"position {pending.index(job['id']) + 1} of {len(pending)}" if job["id"] in pending else "not in line"
+    pos = f"position {pending.index(job['id']) + 1} of {len(pending)}, " if job["id"] in pending else ""
     reason = job.get("reason") or "-"
     detail = job.get("explain") or job.get("reason_detail")
     if detail and detail != reason:
         reason = f"{reason}: {detail}"
-    return (f"job {job['id']} {job['state']}: {pos}, reason {reason}, "
-            f"estimated start {_local(job.get('estimated_start'))} ({hint})")
+    return (f"job {job['id']} {job['state']}: {pos}reason {reason}, "
+            f"estimated start {_eta(job.get('estimated_start'))} ({hint})")
 
 
 class _Progress:
@@ -229,15 +271,13 @@ def banner(info: dict[str, Any], keys: bytes) -> list[str]:
         where += f" ({', '.join(info['profiles'])})"
     left = int(info.get("time_left_s") or 0)
     h, rem = divmod(left, 3600)
-    lines = [f"job {jid} on {where}; time left {h}:{rem // 60:02d}:{rem % 60:02d} "
-             f"(until {_local(info.get('ends_at')).split(' ')[0]})",
+    until = f" (until {_clock(info['ends_at'])})" if info.get("ends_at") else ""
+    lines = [f"job {jid} on {where}; time left {h}:{rem // 60:02d}:{rem % 60:02d}{until}",
              f"detach: {describe_keys(keys)} (resume: ds01q attach {jid}); end: exit or Ctrl-D "
              f"(ends job {jid} with the shell's exit code)"]
     if info.get("idle_timeout_s") and not info.get("idle_exempt"):
         lines.append(f"idle sessions stop after {format_duration(info['idle_timeout_s'])} with no terminal "
                      "attached and no CPU or GPU use")
-    if info.get("warning"):
-        lines.append(f"warning: {info['warning']}")
     if info.get("resumed"):
         lines.append("resumed your detached shell")
     elif (info.get("terminals") or 1) > 1:
@@ -297,8 +337,6 @@ class _Terminal:
 def relay_terminal(sock: socket.socket, initial: bytes, keys: bytes) -> tuple[str, dict[str, Any] | None]:
     """Pump stdin/stdout through the framed connection. Returns ("exit", E payload), ("detached", None)
     or ("lost", None) if the connection dropped without either."""
-    from ds01q.relay import DATA, DETACH, EXIT, RESIZE, FrameReader, frame, pack_size
-
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     frames = FrameReader(initial)
     matcher = DetachMatcher(keys)

@@ -158,13 +158,10 @@ class Controller:
             rows = [j for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.container]
         if full:
             self.last_sweep = self.ctx.clock.now()
+        with self.lock:  # an exit may come before its launch is recorded: look again after the launch
+            self.exited |= flagged & self.launching
         for job in rows:
-            if job.id in self.launching:  # its exit may come before the launch is recorded: look again later
-                if job.id in flagged:
-                    with self.lock:
-                        self.exited.add(job.id)
-                continue
-            if not (full or job.id in flagged):
+            if job.id in self.launching or not (full or job.id in flagged):
                 continue
             h = Handle(job_id=job.id, ref=job.container or "")
             try:

@@ -24,7 +24,8 @@ Steps:
 5. Estimated starts, per shape: the earliest time its candidate slices are
    free given running jobs' time limits, this pass's placements and the
    reservation (a lower bound for all but the reserved job, whose estimate is
-   its reservation).
+   its reservation). ``CycleResult.pending`` and ``factors`` build each value,
+   and each shape's estimate, when first read (``views.py``).
 
 Cost: shapes (request x user-limits) are searched once per pass each, except
 for one search per placement; per job the pass does a few dict look-ups.

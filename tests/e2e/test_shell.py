@@ -35,6 +35,13 @@ class Term:
         if pid == 0:  # child: become the user on the pty's slave side, run the CLI in-process
             rc = 99
             try:
+                # /root (the interpreter's stdlib) is not readable once we are the user: import first
+                import rich.console
+                import rich.markup
+                import rich.status
+
+                import ds01q.cli.main
+
                 fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 sys.stdin = open(0, "r", closefd=False)
