@@ -223,7 +223,7 @@ def test_idle_session_warns_then_stops_and_frees_its_slice(make_daemon: Callable
     job_id, uuid = int(m.group(1)), m.group(2)
     t.expect(r"idle sessions stop after 4s")
     t.run("echo ATTACHED=yes", r"ATTACHED=yes")
-    time.sleep(6)  # attached longer than the idle timeout: a terminal keeps the session alive
+    time.sleep(5)  # attached longer than the idle timeout: a terminal keeps the session alive
     assert daemon.show(job_id)["state"] == "RUNNING"
     t.p.send(DETACH)
     assert t.wait() == 0
@@ -245,3 +245,17 @@ def test_idle_session_warns_then_stops_and_frees_its_slice(make_daemon: Callable
     assert job["events"][-1]["state"] == "CANCELLED" and job["events"][-1]["reason"] == "idle timeout"
     assert slice_state(daemon, uuid) == "free"
     assert daemon.containers(job_id) == []
+
+
+def test_cancel_ends_an_attached_shell(daemon: Daemon, terms: Callable[..., Term]) -> None:
+    t = terms(daemon, "ds01q-stu1", "shell")
+    m = t.expect(r"ds01q: job (\d+) on (\S+)")
+    job_id, uuid = int(m.group(1)), m.group(2)
+    t.run("echo READY", r"\r\nREADY")
+    assert daemon.cli("ds01q-stu1", "cancel", str(job_id)).rc == 0
+    t.expect(rf"job {job_id} was stopped: cancelled")
+    assert t.wait() == 130
+    assert daemon.wait_state(job_id, "CANCELLED")["state"] == "CANCELLED"
+    assert slice_state(daemon, uuid) == "free"
+    gone = daemon.cli("ds01q-stu1", "attach", str(job_id))
+    assert gone.rc != 0 and f"job {job_id} is CANCELLED; attach works while it is RUNNING" in gone.err, gone

@@ -1,0 +1,70 @@
+"""Drain N one-slice jobs over S slices through ds01q's Docker executor, beside plain `docker run`
+of the same containers with S at a time, measured in the same run. Prints figures; asserts nothing.
+
+    python bench/drain_throughput.py [--jobs 200] [--slices 8] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._daemon import BenchDaemon, gpus  # noqa: E402
+from ds01q.client import Client  # noqa: E402
+
+IMAGE = "ds01q/busybox:test"
+
+
+def plain(jobs: int, width: int) -> float:
+    t = time.perf_counter()
+    with ThreadPoolExecutor(width) as pool:
+        list(pool.map(lambda _: subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True,
+                                               capture_output=True), range(jobs)))
+    return time.perf_counter() - t
+
+
+def through_ds01q(d: BenchDaemon, jobs: int) -> float:
+    script = d.script("one.sh", "true\n")
+    with Client(d.sock) as c:
+        t = time.perf_counter()
+        ids = [c.submit(script, workdir=str(d.root), mig="1g.5gb") for _ in range(jobs)]
+        left = set(ids)
+        while left:  # the queue lists pending and running jobs: the rest have ended
+            left &= {j["id"] for j in c.queue()}
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t
+        bad = [i for i in ids if c.show(i)["state"] != "COMPLETED"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} jobs did not complete, e.g. {bad[:3]}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--slices", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    per_gpu = 7
+    n_gpus = -(-a.slices // per_gpu)
+    inv = gpus(n_gpus, ["1g.5gb"] * per_gpu)
+    extra = n_gpus * per_gpu - a.slices
+    if extra:
+        inv[-1]["mig"] = inv[-1]["mig"][: per_gpu - extra]
+    subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True, capture_output=True)
+    with BenchDaemon(inv) as d:
+        t_ds01q = through_ds01q(d, a.jobs)
+    t_plain = plain(a.jobs, a.slices)
+    out = {"jobs": a.jobs, "slices": a.slices, "docker_run_s": round(t_plain, 2), "ds01q_s": round(t_ds01q, 2),
+           "ratio": round(t_ds01q / t_plain, 3)}
+    print(json.dumps(out) if a.json else "\n".join(f"{k:>14}: {v}" for k, v in out.items()))
+
+
+if __name__ == "__main__":
+    main()
