@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from sqlalchemy import inspect, text
@@ -14,9 +15,24 @@ from ds01q.state import transition
 from ds01q.types import JobState
 
 
-@pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path}/t.db"
+def postgres_url() -> str:
+    """A fresh database on the local PostgreSQL (started by scripts/ci-services.sh --all), as role root."""
+    def psql(sql: str, db: str = "postgres") -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-d", db, "-c", sql], check=True,
+                       capture_output=True)
+
+    if subprocess.run(["pg_isready", "-q"], capture_output=True).returncode != 0:
+        pytest.fail("PostgreSQL is not running: run scripts/ci-services.sh --all (the README test command does)")
+    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-c", "CREATE ROLE root SUPERUSER LOGIN"],
+                   capture_output=True)
+    psql("DROP DATABASE IF EXISTS ds01q_test")
+    psql("CREATE DATABASE ds01q_test OWNER root")
+    return "postgresql+psycopg2://root@/ds01q_test?host=/var/run/postgresql"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request, tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db" if request.param == "sqlite" else postgres_url()
     upgrade(url)
     engine = make_engine(url)
     yield make_sessionmaker(engine)
@@ -38,13 +54,15 @@ def _slice(session, uuid="MIG-1") -> Slice:
     return s
 
 
-def test_migrations_create_every_table(tmp_path, sessions):
-    names = set(inspect(make_engine(f"sqlite:///{tmp_path}/t.db")).get_table_names())
+def test_migrations_create_every_table(sessions):
+    names = set(inspect(sessions.kw["bind"]).get_table_names())
     assert {"jobs", "job_events", "slices", "gpus", "allocations", "alembic_version"} <= names
 
 
-def test_sqlite_runs_in_wal_mode_with_busy_timeout(sessions):
-    with sessions() as s:
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
+    url = f"sqlite:///{tmp_path}/wal.db"
+    upgrade(url)
+    with make_sessionmaker(make_engine(url))() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert s.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 
