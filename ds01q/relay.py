@@ -270,30 +270,35 @@ _REGISTRY = _Registry()
 def serve_attach(ctx: Context, caller: Caller, sock: socket.socket, reader: protocol.LineReader,
                  args: Any) -> None:
     """Serve one ``attach`` request on ``sock``; returns when the terminal detaches or its shell ends."""
-    conn = _Conn(sock)
     try:
         if not isinstance(args, dict):
             raise RequestError("args must be a JSON object")
         job, allocs = _load(ctx, caller, args)
         rows, cols, term = _terminal(args)
-        shell, resumed = _claim_or_open(ctx, caller, job, allocs, conn, rows, cols, term)
     except Ds01qError as e:
         _reply_error(sock, e.code, str(e))
         return
-    except Exception as e:  # never a traceback to the client
-        log.exception("attach failed")
-        _reply_error(sock, "error", f"internal error in attach: {type(e).__name__}: {e}".splitlines()[0])
-        return
-    if resumed:
-        _resize(ctx, shell, rows, cols)
-    with ctx.lock:
+    with ctx.lock:  # counted from now on, so the idle check cannot stop a session being attached
         ctx.attached[job.id] = terminals = ctx.attached.get(job.id, 0) + 1
+    conn = _Conn(sock)
+    shell: _Shell | None = None
     try:
+        shell, resumed = _claim_or_open(ctx, caller, job, allocs, conn, rows, cols, term)
+        if resumed:
+            _resize(ctx, shell, rows, cols)
         sock.settimeout(CONN_TIMEOUT_S)
         if conn.start(protocol.ok(_info(ctx, job, allocs, resumed, terminals))):
             _client_loop(ctx, shell, conn, bytes(reader.buf))
+    except Ds01qError as e:
+        if not conn.started:  # once frames flow, a JSON error would garble them: just close
+            _reply_error(sock, e.code, str(e))
+    except Exception as e:  # never a traceback to the client
+        log.exception("attach to job %s failed", job.id)
+        if not conn.started:
+            _reply_error(sock, "error", f"internal error in attach: {type(e).__name__}: {e}".splitlines()[0])
     finally:
-        shell.detach(conn)
+        if shell is not None:
+            shell.detach(conn)
         with ctx.lock:
             left = ctx.attached.get(job.id, 0) - 1
             if left > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -38,6 +39,7 @@ from ds01q.units import format_duration
 # The client half of the relay's framing (ds01q.relay documents it). Kept here so that the thin
 # client does not import the daemon's modules (database, executors).
 HEADER = struct.Struct(">cI")
+TERM_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")  # what the daemon accepts as TERM
 MAX_PAYLOAD = 64 * 1024
 DATA, RESIZE, DETACH, EXIT = b"D", b"R", b"X", b"E"
 
@@ -247,6 +249,8 @@ def _connect(path: str, job_id: int) -> tuple[socket.socket, bytes, dict[str, An
         raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
     rows, cols = _terminal_size()
     term = os.environ.get("TERM") or "xterm"
+    if not TERM_RE.match(term):
+        term = "xterm"
     reader = protocol.LineReader(sock)
     try:
         protocol.send(sock, {"op": "attach", "args": {"id": job_id, "rows": rows, "cols": cols, "term": term}})
@@ -383,9 +387,9 @@ def relay_terminal(sock: socket.socket, initial: bytes, keys: bytes) -> tuple[st
                 frames.feed(data)
 
 
-def open_terminal(c: Client, job_id: int, keys: bytes) -> int:
+def open_terminal(path: str, job_id: int, keys: bytes) -> int:
     """Attach this terminal to job ``job_id``'s shell; return the exit code for the process."""
-    sock, initial, info = _connect(c.path, job_id)
+    sock, initial, info = _connect(path, job_id)
     try:
         for line in banner(info, keys):
             click.echo(line, err=True)
@@ -468,12 +472,13 @@ def shell(ctx: click.Context, detach_keys: str, **kw: Any) -> None:
                 c2.cancel(job_id)
             click.echo(f"ds01q: shell request {job_id} withdrawn", err=True)
             ctx.exit(130)
-        try:
-            code = open_terminal(c, job_id, keys)
-        except ExecutorError as e:  # no shell can start in this container: the session is of no use
-            with _client(ctx) as c2:
-                c2.cancel(job_id)
-            raise ExecutorError(f"{e}; job {job_id} cancelled") from None
+        path = c.path
+    try:
+        code = open_terminal(path, job_id, keys)
+    except ExecutorError as e:  # no shell can start in this container: the session is of no use
+        with _client(ctx) as c:
+            c.cancel(job_id)
+        raise ExecutorError(f"{e}; job {job_id} cancelled") from None
     ctx.exit(code)
 
 
@@ -495,5 +500,5 @@ def attach(ctx: click.Context, job_id: int, detach_keys: str) -> None:
             except KeyboardInterrupt:
                 click.echo(f"ds01q: stopped waiting; job {job_id} stays queued", err=True)
                 ctx.exit(130)
-        code = open_terminal(c, job_id, keys)
-    ctx.exit(code)
+        path = c.path
+    ctx.exit(open_terminal(path, job_id, keys))

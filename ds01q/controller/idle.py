@@ -51,6 +51,7 @@ log = logging.getLogger("ds01q.idle")
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_CPU_THRESHOLD = 0.05  # cores: 5 % of one CPU
 GPU_BUSY_PERCENT = 5.0
+GPU_READ_EVERY_S = 5.0
 MIN_RATE_SPAN_S = 0.5  # two samples closer than this give no rate
 IDLE_PREFIX = "idle: "
 IDLE_REASON = "idle timeout"
@@ -74,6 +75,7 @@ class IdleTracker:
         self.cpu_threshold = cpu_threshold
         self._samples: dict[int, deque[_Sample]] = {}
         self._active_at: dict[int, float] = {}
+        self.gpu_cache: tuple[float, dict[str, bool]] | None = None  # (read at, busy by GPU uuid), for check_idle
 
     def observe(self, job_id: int, cpu_s: float, attached: bool, gpu_busy: bool | None, now: float) -> None:
         q = self._samples.setdefault(job_id, deque())
@@ -139,18 +141,24 @@ def gpu_busy_by_uuid(readings: Iterable[Any]) -> dict[str, bool]:
     return {r.uuid: r.utilization >= GPU_BUSY_PERCENT for r in readings if r.utilization is not None}
 
 
-def _read_gpus(ctx: Context, reader: UsageReader | None) -> dict[str, bool]:
+def _gpu_readings(ctx: Context, tracker: IdleTracker, reader: UsageReader | None, now: float) -> dict[str, bool]:
+    """Busy flags of whole GPUs from NVML, read at most every ``GPU_READ_EVERY_S``; none for a static inventory."""
     if reader is None:
         if ctx.config.inventory_source == "static":
             return {}
         from ds01q.inventory import read_utilization
 
         reader = read_utilization
+    cached = tracker.gpu_cache
+    if cached is not None and 0 <= now - cached[0] < GPU_READ_EVERY_S:
+        return cached[1]
     try:
-        return gpu_busy_by_uuid(reader())
+        busy = gpu_busy_by_uuid(reader())
     except Ds01qError as e:
         log.debug("no GPU utilisation for idle checks: %s", e)
-        return {}
+        busy = {}
+    tracker.gpu_cache = (now, busy)
+    return busy
 
 
 def _job_gpu_busy(slices: list[str], busy: dict[str, bool]) -> bool | None:
@@ -179,8 +187,9 @@ def check_idle(ctx: Context, executor: Any, tracker: IdleTracker, now: float,
     for gone in tracker.tracked() - {j.id for j in jobs}:
         tracker.forget(gone)
     watched = [(j, t) for j in jobs if (t := _timeout_of(ctx, j))]
-    gpus = _read_gpus(ctx, gpu_reader) if watched else {}
-    details: dict[int, str | None] = {j.id: None for j in jobs if j.id not in {w.id for w, _ in watched}}
+    gpus = _gpu_readings(ctx, tracker, gpu_reader, now) if watched else {}
+    watched_ids = {j.id for j, _ in watched}
+    details: dict[int, str | None] = {j.id: None for j in jobs if j.id not in watched_ids}  # clear stale warnings
     expired: dict[int, str] = {}
     for job, timeout in watched:
         try:
@@ -218,6 +227,9 @@ def _apply(ctx: Context, jobs: list[Job], details: dict[int, str | None], expire
             if job is None or job.state != JobState.RUNNING.value or job.cancel_requested or not job.container:
                 continue
             if job_id in expired:
+                with ctx.lock:
+                    if ctx.attached.get(job_id, 0) > 0:  # a terminal attached meanwhile: not idle after all
+                        continue
                 job.cancel_requested = True
                 job.end_state = JobState.CANCELLED.value
                 job.reason = IDLE_REASON

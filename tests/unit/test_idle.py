@@ -179,11 +179,10 @@ def row(db: sessionmaker[Session], job_id: int) -> Job:
         return job
 
 
-def run_for(ctx: Context, ex: FakeExecutor, t: IdleTracker, clock: FakeClock, seconds: int,
-            gpu: list[object] | None = None) -> list[tuple[int, str]]:
+def run_for(ctx: Context, ex: FakeExecutor, t: IdleTracker, clock: FakeClock, seconds: int) -> list[tuple[int, str]]:
     stopped: list[tuple[int, str]] = []
     for _ in range(seconds):
-        stopped += check_idle(ctx, ex, t, clock.now(), gpu_reader=(lambda: gpu) if gpu is not None else None)
+        stopped += check_idle(ctx, ex, t, clock.now())
         clock.advance(1)
     return stopped
 
@@ -258,6 +257,16 @@ def test_a_busy_whole_gpu_keeps_the_session_but_mig_has_no_reading(db: sessionma
     on_gpu = add_job(db, user="alice", slice_uuid=WHOLE_GPU)
     on_mig = add_job(db, user="dave", slice_uuid=MIG)
     gpu = [Reading(WHOLE_GPU, 87.0), Reading("GPU-00000000-0000-0000-0000-000000000001", None)]
-    stopped = run_for(ctx, ex, t, clock, 15, gpu=gpu)
+    reads = []
+
+    def reader() -> list[Reading]:
+        reads.append(clock.now())
+        return gpu
+
+    stopped = []
+    for _ in range(15):
+        stopped += check_idle(ctx, ex, t, clock.now(), gpu_reader=reader)
+        clock.advance(1)
     assert [j for j, _ in stopped] == [on_mig]
     assert not row(db, on_gpu).cancel_requested
+    assert len(reads) == 3  # NVML is read every 5 s, not every tick
