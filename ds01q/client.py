@@ -33,6 +33,21 @@ def socket_path(config_path: str | None = None) -> str:
         return DEFAULT_SOCKET
 
 
+def connect(path: str, timeout: float | None = None) -> socket.socket:
+    """A connected socket to the daemon, or a one-line ServerUnavailable."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        s.close()
+        raise ServerUnavailable(f"no ds01q server on {path} (start `ds01q server`, or set DS01Q_SOCKET)") from None
+    except PermissionError:
+        s.close()
+        raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
+    return s
+
+
 class Client:
     """Talks to ``ds01q server`` over its Unix socket; identity comes from the kernel."""
 
@@ -44,16 +59,7 @@ class Client:
 
     # ------------------------------------------------------------ transport
     def _connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            s.close()
-            raise ServerUnavailable(f"no ds01q server on {self.path} (start `ds01q server`, or set DS01Q_SOCKET)") from None
-        except PermissionError:
-            s.close()
-            raise ServerUnavailable(f"cannot connect to {self.path}: permission denied") from None
+        s = connect(self.path, self.timeout)
         self._sock, self._reader = s, protocol.LineReader(s)
 
     def call(self, op: str, **args: Any) -> Any:

@@ -53,6 +53,7 @@ class ExecutorConfig:
     state_dir: str = "/var/lib/ds01q/run"
     cgroup_root: str = "ds01q"
     cgroup_driver: str = "auto"  # auto | systemd | cgroupfs | none
+    cgroup_scheme: str = "ds01q"  # ds01q | ds01-infra (group name kept as written, like ds01-infra's slices)
     stop_grace_s: float = 10.0
     allowed_roots: tuple[str, ...] = ("/home", "/tmp", "/data", "/scratch", "/workspace", "/srv", "/root")
     instance: str | None = None  # names this daemon's containers apart from another daemon's on the same engine
@@ -256,6 +257,9 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
     driver = _get(cg, "driver", "executor.cgroup", str, "auto")
     if driver not in ("auto", "systemd", "cgroupfs", "none"):
         raise ConfigError(f"executor.cgroup.driver: {driver!r} is not allowed (allowed: auto, systemd, cgroupfs, none)")
+    scheme = _get(cg, "scheme", "executor.cgroup", str, "ds01q")
+    if scheme not in ("ds01q", "ds01-infra"):
+        raise ConfigError(f"executor.cgroup.scheme: {scheme!r} is not allowed (allowed: ds01q, ds01-infra)")
     defaults = ExecutorConfig()
     return ExecutorConfig(
         kind=kind,
@@ -265,6 +269,7 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
         state_dir=_get(d, "state_dir", path, str, defaults.state_dir),
         cgroup_root=_get(cg, "root", "executor.cgroup", str, defaults.cgroup_root),
         cgroup_driver=driver,
+        cgroup_scheme=scheme,
         stop_grace_s=_duration(d, "stop_grace", path) or defaults.stop_grace_s,
         allowed_roots=tuple(_get(d, "allowed_roots", path, list, list(defaults.allowed_roots))),
         instance=_get(d, "instance", path, str, None),

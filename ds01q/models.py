@@ -125,3 +125,16 @@ class Allocation(Base):
     memory_mb: Mapped[int] = mapped_column(Integer)
     allocated_at: Mapped[float] = mapped_column(Float)
     released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class InventoryEvent(Base):
+    """A change of the GPU inventory: a slice or GPU appeared, vanished, was drained or resumed."""
+
+    __tablename__ = "inventory_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # added | removed | drained | resumed
+    uuid: Mapped[str] = mapped_column(String(96))
+    detail: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    by: Mapped[str] = mapped_column(String(128))

@@ -52,12 +52,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
-import struct
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from ds01q import protocol, store
 from ds01q.controller.dispatch import job_env
@@ -72,47 +70,14 @@ __all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "serve_at
 
 log = logging.getLogger("ds01q.relay")
 
-HEADER = struct.Struct(">cI")
-SIZE = struct.Struct(">HH")
-MAX_PAYLOAD = 64 * 1024
-DATA, RESIZE, DETACH, EXIT = b"D", b"R", b"X", b"E"
+from ds01q.protocol import DATA, DETACH, EXIT, HEADER, MAX_PAYLOAD, RESIZE, SIZE, TERM_RE, FrameReader, frame  # noqa: E402,F401
 BACKLOG = 64 * 1024  # output kept for a detached shell
 CONN_TIMEOUT_S = 30.0  # a client that stops reading this long is dropped; its shell keeps running
 EXIT_WAIT_S = 5.0
 MAX_ROWS_COLS = 4096
-TERM_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
 # Size the terminal from inside too (the API resize can race the exec's start), then a login shell.
 SHELL_SCRIPT = ('stty rows "$1" cols "$2" 2>/dev/null; '
                 'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l')
-
-
-# ---------------------------------------------------------------- framing (ds01q.cli.shell has the client half)
-
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"frame payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-class FrameReader:
-    """Collects bytes and yields complete ``(type, payload)`` frames; ValueError on an oversized one."""
-
-    def __init__(self, initial: bytes = b"") -> None:
-        self.buf = bytearray(initial)
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-
-    def frames(self) -> Iterator[tuple[bytes, bytes]]:
-        while len(self.buf) >= HEADER.size:
-            kind, n = HEADER.unpack_from(self.buf)
-            if n > MAX_PAYLOAD:
-                raise ValueError(f"frame of {n} bytes is over the {MAX_PAYLOAD}-byte limit")
-            if len(self.buf) < HEADER.size + n:
-                return
-            payload = bytes(self.buf[HEADER.size:HEADER.size + n])
-            del self.buf[:HEADER.size + n]
-            yield kind, payload
 
 
 # ---------------------------------------------------------------- one client connection

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ds01q.errors import NotFound
-from ds01q.models import Allocation, Gpu, Job, JobEvent, Slice
+from ds01q.models import Allocation, Gpu, InventoryEvent, Job, JobEvent, Slice
 from ds01q.types import JobState, ResourceRequest, SliceInfo
 
 ACTIVE = (JobState.PENDING.value, JobState.HELD.value, JobState.STARTING.value, JobState.RUNNING.value)
@@ -66,6 +66,12 @@ def present_slices(session: Session) -> list[Slice]:
 
 def all_gpus(session: Session) -> list[Gpu]:
     return list(session.scalars(select(Gpu).order_by(Gpu.node, Gpu.index, Gpu.uuid)))
+
+
+def inventory_events(session: Session, limit: int = 20) -> list[InventoryEvent]:
+    """The newest inventory changes, oldest first."""
+    rows = session.scalars(select(InventoryEvent).order_by(InventoryEvent.id.desc()).limit(max(0, min(limit, 1000))))
+    return list(reversed(list(rows)))
 
 
 def slice_info(s: Slice, gpu_drained: bool = False) -> SliceInfo:

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ds01q.cli import output
-from ds01q.client import FINAL, Client
+from ds01q.cli.options import request_from, request_options
+from ds01q.client import Client
 from ds01q.errors import Ds01qError
 
 EXIT_BY_STATE = {"COMPLETED": 0, "CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
@@ -39,37 +40,6 @@ def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None
     daemon.run(ctx.obj["config"], log_level, metrics_port)
 
 
-def request_options(f: Any) -> Any:
-    for opt in reversed([
-        click.option("--mig", help="One MIG slice of this profile, e.g. 2g.10gb."),
-        click.option("--gpus", type=int, help="N whole GPUs on one node; 0 for CPU only."),
-        click.option("--gres", help="Slurm style: gpu:N or gpu:PROFILE:1."),
-        click.option("--gpu-mem", help="Any slice with at least this much GPU memory, e.g. 10g."),
-        click.option("--cpus", type=float, help="CPUs for the container."),
-        click.option("--mem", help="Memory limit, e.g. 512m or 32g."),
-        click.option("--time", "time_", help="Time limit: 30m, 24h, 2d or [D-]HH:MM:SS."),
-        click.option("--image", help="Container image (from the allow-list)."),
-        click.option("--name", "-J", help="Job name."),
-        click.option("--nice", type=int, default=None, help="Lower your own job's priority by N."),
-        click.option("--env", "-e", multiple=True, help="KEY=VALUE for the job's environment (repeatable)."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def _options(kw: dict[str, Any]) -> dict[str, Any]:
-    env: dict[str, str] = {}
-    for item in kw.pop("env", ()) or ():
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"--env {item!r} is not KEY=VALUE")
-        env[key] = val
-    kw["time"] = kw.pop("time_", None)
-    if env:
-        kw["env"] = env
-    return kw
-
-
 @cli.command(context_settings={"ignore_unknown_options": False})
 @request_options
 @click.option("--wait", is_flag=True, help="Block until the job ends; exit with its exit code.")
@@ -82,7 +52,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
 def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, **kw: Any) -> None:
     """Queue a batch job and print its id."""
     with client(ctx) as c:
-        job_id = c.submit(script, args, **_options(kw))
+        job_id = c.submit(script, args, **request_from(kw))
         click.echo(str(job_id) if parsable else f"Submitted batch job {job_id}")
         if wait:
             job = c.wait(job_id)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -27,58 +26,24 @@ import termios
 import time
 import tty
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import click
 
 from ds01q import protocol
-from ds01q.client import FINAL, Client
+from ds01q.protocol import DATA, DETACH, EXIT, RESIZE, TERM_RE, FrameReader, frame, pack_size
+from ds01q.cli.options import request_from, request_options
+from ds01q.client import FINAL, Client, connect
 from ds01q.errors import BY_CODE, Ds01qError, ExecutorError, ServerUnavailable
 from ds01q.units import format_duration
 
-# The client half of the relay's framing (ds01q.relay documents it). Kept here so that the thin
-# client does not import the daemon's modules (database, executors).
-HEADER = struct.Struct(">cI")
-TERM_RE = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")  # what the daemon accepts as TERM
-MAX_PAYLOAD = 64 * 1024
-DATA, RESIZE, DETACH, EXIT = b"D", b"R", b"X", b"E"
+# The relay's framing lives in ds01q.protocol (ds01q.relay documents it).
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 POLL_S = 0.5
 EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
 STOP_WORDS = {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached", "PREEMPTED": "requeued by an admin"}
 _CTRL_CHARS = "@abcdefghijklmnopqrstuvwxyz[\\]^_"
-
-
-# ---------------------------------------------------------------- framing
-
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-class FrameReader:
-    """Collects bytes and yields complete ``(type, payload)`` frames."""
-
-    def __init__(self, initial: bytes = b"") -> None:
-        self.buf = bytearray(initial)
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-
-    def frames(self) -> Iterator[tuple[bytes, bytes]]:
-        while len(self.buf) >= HEADER.size:
-            kind, n = HEADER.unpack_from(self.buf)
-            if n > MAX_PAYLOAD:
-                raise Ds01qError(f"the ds01q server sent a frame of {n} bytes (at most {MAX_PAYLOAD})")
-            if len(self.buf) < HEADER.size + n:
-                return
-            payload = bytes(self.buf[HEADER.size:HEADER.size + n])
-            del self.buf[:HEADER.size + n]
-            yield kind, payload
-
-
-def pack_size(rows: int, cols: int) -> bytes:
-    return struct.pack(">HH", max(1, min(rows, 65535)), max(1, min(cols, 65535)))
 
 
 # ---------------------------------------------------------------- detach keys
@@ -238,15 +203,7 @@ def _terminal_size() -> tuple[int, int]:
 
 
 def _connect(path: str, job_id: int) -> tuple[socket.socket, bytes, dict[str, Any]]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        raise ServerUnavailable(f"no ds01q server on {path} (start `ds01q server`, or set DS01Q_SOCKET)") from None
-    except PermissionError:
-        sock.close()
-        raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
+    sock = connect(path)
     rows, cols = _terminal_size()
     term = os.environ.get("TERM") or "xterm"
     if not TERM_RE.match(term):
@@ -348,7 +305,11 @@ def relay_terminal(sock: socket.socket, initial: bytes, keys: bytes) -> tuple[st
     sock.settimeout(None)
     with _Terminal(in_fd) as term:
         while True:
-            for kind, payload in frames.frames():
+            try:
+                received = list(frames.frames())
+            except ValueError as e:
+                raise Ds01qError(f"the ds01q server sent a bad frame: {e}") from None
+            for kind, payload in received:
                 if kind == DATA:
                     _write_all(out_fd, payload)
                 elif kind == EXIT:
@@ -424,35 +385,13 @@ def _client(ctx: click.Context) -> Client:
     return Client(config=ctx.find_root().obj.get("config"))
 
 
-def _request(kw: dict[str, Any]) -> dict[str, Any]:
-    env: dict[str, str] = {}
-    for item in kw.pop("env", ()) or ():
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"--env {item!r} is not KEY=VALUE")
-        env[key] = val
-    kw["time"] = kw.pop("time_", None)
-    if env:
-        kw["env"] = env
-    return kw
-
-
 detach_keys_option = click.option(
     "--detach-keys", envvar="DS01Q_DETACH_KEYS", default=DEFAULT_DETACH_KEYS, show_default=True,
     help="Keys that detach, leaving the session running (like docker: ctrl-p,ctrl-q).")
 
 
 @click.command()
-@click.option("--mig", help="One MIG slice of this profile, e.g. 2g.10gb.")
-@click.option("--gpus", type=int, help="N whole GPUs on one node; 0 for CPU only.")
-@click.option("--gres", help="Slurm style: gpu:N or gpu:PROFILE:1.")
-@click.option("--gpu-mem", help="Any slice with at least this much GPU memory, e.g. 10g.")
-@click.option("--cpus", type=float, help="CPUs for the container.")
-@click.option("--mem", help="Memory limit, e.g. 512m or 32g.")
-@click.option("--time", "time_", help="Time limit: 30m, 24h, 2d or [D-]HH:MM:SS.")
-@click.option("--image", help="Container image (from the allow-list).")
-@click.option("--name", "-J", help="Job name (default: shell).")
-@click.option("--env", "-e", multiple=True, help="KEY=VALUE for the session's environment (repeatable).")
+@request_options
 @detach_keys_option
 @click.pass_context
 def shell(ctx: click.Context, detach_keys: str, **kw: Any) -> None:
@@ -464,7 +403,7 @@ def shell(ctx: click.Context, detach_keys: str, **kw: Any) -> None:
     """
     keys = parse_detach_keys(detach_keys)
     with _client(ctx) as c:
-        job_id = c.submit(None, interactive=True, **_request(kw))
+        job_id = c.submit(None, interactive=True, **request_from(kw))
         try:
             wait_running(c, job_id, withdraw=True)
         except KeyboardInterrupt:

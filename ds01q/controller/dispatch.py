@@ -70,7 +70,8 @@ def launch_spec(cfg: Config, job: Job, allocs: list[Allocation], cgroup_driver: 
         if ex.kind == "docker":
             mounts.append((host, SCRIPT_IN_CONTAINER, "ro"))
         command = command_for(job, in_job)
-    parent = cgroup_parent(cgroup_driver, ex.cgroup_root, job.group, job.user) if cgroup_driver else None
+    parent = (cgroup_parent(cgroup_driver, ex.cgroup_root, job.group, job.user, ex.cgroup_scheme)
+              if cgroup_driver else None)
     return LaunchSpec(
         job_id=job.id, name=job.name, user=job.user, uid=job.uid, gid=job.gid, group=job.group,
         image=job.image, command=command, workdir=job.workdir, env=job_env(job, allocs),

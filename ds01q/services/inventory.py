@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from ds01q import accounting, store
 from ds01q.config import Config
 from ds01q.errors import InventoryError, NotFound
-from ds01q.models import Gpu, Job, Slice
+from ds01q.models import Gpu, InventoryEvent, Job, Slice
 from ds01q.state import transition
 from ds01q.types import JobState, SliceInfo
 
@@ -90,6 +90,8 @@ def sync(session: Session, records: Sequence[Any], now: float, by: str = "ds01q"
             row.generation = (row.generation or 0) + 1  # a UUID that reappears is a new slice
             row.present = True
             res.added.append(uuid)
+            session.add(InventoryEvent(at=now, kind="added", uuid=uuid, by=by,
+                                       detail=f"{info.profile} on {info.gpu_uuid} (generation {row.generation})"))
         row.gpu_uuid, row.node, row.profile = info.gpu_uuid, info.node, info.profile
         row.compute_slices, row.gpu_compute_slices = info.compute_slices, info.gpu_compute_slices
         row.memory_mb, row.gpu_name = info.memory_mb, info.gpu_name
@@ -100,6 +102,9 @@ def sync(session: Session, records: Sequence[Any], now: float, by: str = "ds01q"
         row.present = False
         res.removed.append(row.uuid)
         alloc = active.get(row.uuid)
+        session.add(InventoryEvent(at=now, kind="removed", uuid=row.uuid, by=by,
+                                   detail=f"{row.profile} on {row.gpu_uuid}"
+                                   + (f"; job {alloc.job_id} ended NODE_FAIL" if alloc else "")))
         if alloc is not None and alloc.job_id not in res.failed_jobs:
             res.failed_jobs.append(alloc.job_id)
             job = store.get_job(session, alloc.job_id)
@@ -123,10 +128,11 @@ def _fail_on_layout_change(session: Session, job: Job, now: float, by: str) -> N
         job.end_state = JobState.NODE_FAIL.value
 
 
-def set_drain(session: Session, uuid: str, drained: bool, reason: str | None) -> str:
+def set_drain(session: Session, uuid: str, drained: bool, reason: str | None, *, at: float, by: str) -> str:
     target: Gpu | Slice | None = session.get(Gpu, uuid) or session.get(Slice, uuid)
     if target is None or not target.present:
         raise NotFound(f"{uuid} is not a GPU or slice in the inventory (see `ds01q status`)")
     target.drained = drained
     target.drain_reason = reason if drained else None
+    session.add(InventoryEvent(at=at, kind="drained" if drained else "resumed", uuid=uuid, detail=reason, by=by))
     return "gpu" if isinstance(target, Gpu) else "slice"

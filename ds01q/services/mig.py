@@ -74,18 +74,19 @@ def apply(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         return {"gpu": gpu, "layout": list(p.layout), "commands": list(p.commands), "applied": False,
                 "running_jobs": jobs}
     with ctx.sessions.begin() as session:
-        set_drain(session, gpu, True, f"mig apply by {caller.user}")
+        set_drain(session, gpu, True, f"mig apply by {caller.user}", at=ctx.clock.now(), by=caller.user)
     ctx.wake()
     try:
         _empty_gpu(ctx, gpu, bool(a.get("force")), timeout)
         MigController().apply_plan(p)
     except Exception as e:
         with ctx.sessions.begin() as session:
-            set_drain(session, gpu, True, f"mig apply failed: {str(e).splitlines()[0] if str(e) else e}")
+            set_drain(session, gpu, True, f"mig apply failed: {str(e).splitlines()[0] if str(e) else e}",
+                      at=ctx.clock.now(), by=caller.user)
         raise
     result = ctx.refresh_inventory() if ctx.refresh_inventory else {}
     with ctx.sessions.begin() as session:
-        set_drain(session, gpu, False, None)
+        set_drain(session, gpu, False, None, at=ctx.clock.now(), by=caller.user)
     ctx.wake()
     return {"gpu": gpu, "layout": list(p.layout), "commands": list(p.commands), "applied": True,
             "inventory": result}

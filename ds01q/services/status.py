@@ -8,6 +8,7 @@ from ds01q import store
 from ds01q.errors import RequestError
 from ds01q.services.context import Caller, Context
 from ds01q.services.inventory import set_drain
+from ds01q.services.views import iso
 from ds01q.types import JobState
 from ds01q.units import format_duration
 
@@ -32,7 +33,11 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
                 "drain_reason": s.drain_reason, "job": job.id if job else None, "user": job.user if job else None,
             })
         out.append(entry)
-    return {"gpus": out, "pending": _count(ctx, JobState.PENDING)}
+    with ctx.sessions() as session:
+        events = store.inventory_events(session, limit=int(a.get("events", 20)))
+    return {"gpus": out, "pending": _count(ctx, JobState.PENDING),
+            "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
+                       for e in events]}
 
 
 def _count(ctx: Context, state: JobState) -> int:
@@ -69,7 +74,8 @@ def drain(ctx: Context, caller: Caller, a: dict[str, Any], on: bool) -> dict[str
     if not isinstance(uuid, str) or not uuid:
         raise RequestError("give the UUID of a GPU or slice (see `ds01q status`)")
     with ctx.sessions.begin() as session:
-        kind = set_drain(session, uuid, on, a.get("reason") or ("drained by " + caller.user))
+        kind = set_drain(session, uuid, on, a.get("reason") or ("drained by " + caller.user),
+                         at=ctx.clock.now(), by=caller.user)
     ctx.wake()
     return {"uuid": uuid, "kind": kind, "drained": on}
 

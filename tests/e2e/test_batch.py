@@ -99,7 +99,7 @@ def test_bad_input_is_one_line_and_queues_nothing(daemon: Daemon, tmp_path) -> N
     bad = tmp_path / "bad.yaml"
     bad.write_text("groups:\n  student: {max_runtime: 24 hours}\n")
     r = daemon.cli("root", "--config", str(bad), "admin", "db", "upgrade")
-    assert r.rc != 0 and r.err.strip() == (f"ds01q: error: groups.student.max_runtime: '24 hours' is not a duration "
+    assert r.rc != 0 and r.err.strip() == ("ds01q: error: groups.student.max_runtime: '24 hours' is not a duration "
                                            "like 30m, 24h, 2d"), r
     assert daemon.cli_json("root", "queue") == before
 
@@ -125,3 +125,29 @@ def test_queue_history_json(daemon: Daemon) -> None:
     h = daemon.cli_json("ds01q-stu1", "history")
     assert [j["id"] for j in h] == [b]
     daemon.cli("ds01q-stu1", "cancel", str(a))
+
+
+def test_container_runs_under_the_users_cgroup_slice(make_daemon) -> None:
+    import json
+    import subprocess
+
+    d: Daemon = make_daemon(executor={"cgroup": {"root": "ds01", "scheme": "ds01-infra"}})
+    job_id = d.submit("h.baker", "sleep 30\n", name="cg.sh")
+    d.wait_state(job_id, "RUNNING")
+    (cid,) = d.containers(job_id)
+    info = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, check=True).stdout)[0]
+    driver = subprocess.run(["docker", "info", "--format", "{{.CgroupDriver}}"], capture_output=True,
+                            text=True).stdout.strip()
+    parent = info["HostConfig"]["CgroupParent"]
+    if driver == "systemd":
+        assert parent == "ds01-student-h_baker.slice"
+    else:
+        # the job's own cgroup sits inside the user's slice, so its totals outlive the container
+        assert parent.startswith("/ds01.slice/ds01-student.slice/ds01-student-h_baker.slice/")
+    with open(f"/proc/{info['State']['Pid']}/cgroup") as f:
+        assert "ds01.slice/ds01-student.slice/ds01-student-h_baker.slice" in f.read()
+    labels = info["Config"]["Labels"]
+    assert labels["ds01q.job"] == str(job_id) and labels["ds01q.user"] == "h.baker" and labels["ds01.user"] == "h.baker"
+    assert labels["ds01.gpu.uuids"] == ",".join(d.show(job_id)["slices"])
+    assert info["HostConfig"]["SecurityOpt"] == ["no-new-privileges"] and not info["HostConfig"]["Privileged"]
+    d.cli("h.baker", "cancel", str(job_id))

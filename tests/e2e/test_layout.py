@@ -25,6 +25,9 @@ def test_removed_busy_slice_fails_job_which_requeues_and_runs_elsewhere(daemon: 
     r = daemon.cli("root", "admin", "inventory", "refresh", "--json")
     assert r.rc == 0, r
     assert r.json()["removed"] == [GONE] and r.json()["failed_jobs"] == [victim]
+    ev = daemon.cli_json("root", "status")["events"]
+    assert [(e["kind"], e["uuid"]) for e in ev if e["kind"] == "removed"] == [("removed", GONE)]
+    assert f"job {victim} ended NODE_FAIL" in ev[-1]["detail"]
     job = daemon.show(victim)
     states = [(e["state"], e["reason"]) for e in job["events"]]
     assert ("NODE_FAIL", "mig layout changed") in states
@@ -52,6 +55,8 @@ def test_drained_slice_gets_no_new_jobs_and_status_shows_it(daemon: Daemon) -> N
     text = daemon.cli("root", "status").out
     assert "DRAINED: re-cut" in text
     assert daemon.cli("root", "admin", "resume", gpu0).rc == 0
+    ev = daemon.cli_json("root", "status")["events"]
+    assert [(e["kind"], e["uuid"], e["by"]) for e in ev[-2:]] == [("drained", gpu0, "root"), ("resumed", gpu0, "root")]
     assert daemon.wait_state(job_id, "RUNNING")["slices"][0].startswith("MIG-")
     daemon.cli("ds01q-stu1", "cancel", str(job_id))
 

@@ -172,7 +172,7 @@ def test_shell_relays_env_uid_resize_detach_attach_and_exit_code(daemon: Daemon,
     admin = terms(daemon, "ds01q-adm1", "attach", str(job_id))  # a second terminal at once: its own shell
     admin.expect(r"other terminal\(s\) attached")
     admin.run("echo ADMIN_SEES=$(cat kept.txt) AS=$(id -u)", rf"ADMIN_SEES=kept-before-detach AS={uid}")
-    admin.run("exit 0", rf"keeps running for its other shells")
+    admin.run("exit 0", r"keeps running for its other shells")
     assert admin.wait() == 0
     assert daemon.show(job_id)["state"] == "RUNNING"
 
@@ -264,7 +264,7 @@ def test_cancel_ends_an_attached_shell(daemon: Daemon, terms: Callable[..., Term
 def test_detach_keys_and_framing_between_client_and_daemon() -> None:
     import click
 
-    from ds01q import relay
+    from ds01q import protocol as relay
     from ds01q.cli import shell as cli_shell
 
     keys = cli_shell.parse_detach_keys("ctrl-p,ctrl-q")
@@ -278,12 +278,12 @@ def test_detach_keys_and_framing_between_client_and_daemon() -> None:
     for bad in ("ctrl-", "ctrl-pq", "", "alt-x"):
         with pytest.raises(click.BadParameter):
             cli_shell.parse_detach_keys(bad)
-    wire = cli_shell.frame(b"D", b"echo hi\r") + cli_shell.frame(b"R", cli_shell.pack_size(40, 132))
+    wire = relay.frame(b"D", b"echo hi\r") + relay.frame(b"R", relay.pack_size(40, 132))
     r = relay.FrameReader(wire[:7])
     assert list(r.frames()) == []
     r.feed(wire[7:])
     assert list(r.frames()) == [(b"D", b"echo hi\r"), (b"R", relay.SIZE.pack(40, 132))]
-    back = cli_shell.FrameReader(relay.frame(relay.EXIT, b'{"exit_code": 7}'))
+    back = relay.FrameReader(relay.frame(relay.EXIT, b'{"exit_code": 7}'))
     assert list(back.frames()) == [(b"E", b'{"exit_code": 7}')]
     with pytest.raises(ValueError):
         list(relay.FrameReader(relay.HEADER.pack(b"D", relay.MAX_PAYLOAD + 1)).frames())
