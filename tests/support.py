@@ -23,7 +23,13 @@ from typing import Any
 
 import yaml
 
-import ds01q.cli.main  # noqa: F401  (loaded before fork: after dropping to a test user, /root's stdlib is unreadable)
+# Loaded before fork: after dropping to a test user, the interpreter's stdlib under /root is unreadable.
+import ds01q.cli.admin  # noqa: F401,E402
+import ds01q.cli.importcmd  # noqa: F401,E402
+import ds01q.cli.main  # noqa: F401,E402
+import ds01q.cli.report  # noqa: F401,E402
+import ds01q.cli.shell  # noqa: F401,E402
+import ds01q.cli.simulate  # noqa: F401,E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_USERS = {"ds01q-stu1": "student", "ds01q-stu2": "student", "ds01q-res1": "researcher", "ds01q-adm1": "admin"}

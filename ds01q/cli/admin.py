@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from ds01q.cli import output
+from ds01q.cli.lazy import LazyGroup
 from ds01q.client import Client
 
 
@@ -13,7 +14,7 @@ def _c(ctx: click.Context) -> Client:
     return Client(config=ctx.find_root().obj.get("config"))
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"accounting": "ds01q.cli.report:accounting"})
 def admin() -> None:
     """Admin commands (members of an admin group only)."""
 
@@ -113,14 +114,9 @@ def upgrade(ctx: click.Context) -> None:
     click.echo(f"database at head: {url}")
 
 
-@admin.group("config")
+@admin.group("config", cls=LazyGroup, lazy={"import-ds01": "ds01q.cli.importcmd:import_ds01"})
 def config_group() -> None:
     """Config helpers."""
-
-
-from ds01q.cli.importcmd import import_ds01  # noqa: E402
-
-config_group.add_command(import_ds01)
 
 
 @admin.group()

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ds01q.cli import output
+from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options
 from ds01q.client import Client
 from ds01q.errors import Ds01qError
@@ -19,7 +20,13 @@ def client(ctx: click.Context) -> Client:
     return Client(config=ctx.obj.get("config"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
+    "admin": "ds01q.cli.admin:admin",
+    "report": "ds01q.cli.report:report",
+    "simulate": "ds01q.cli.simulate:simulate",
+    "shell": "ds01q.cli.shell:shell",
+    "attach": "ds01q.cli.shell:attach",
+})
 @click.option("--config", "config_path", envvar="DS01Q_CONFIG", default=None,
               help="Config file (default /etc/ds01q/ds01q.yaml).")
 @click.pass_context
@@ -175,25 +182,6 @@ def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
     for k, v in r["limits"].items():
         click.echo(f"  {k:<20} {'unlimited' if v is None else v}")
     click.echo("  in use: " + ", ".join(f"{k} {v}" for k, v in r["use"].items()))
-
-
-from ds01q.cli import admin as _admin  # noqa: E402  (registers `ds01q admin …`)
-from ds01q.cli import report as _report  # noqa: E402
-
-cli.add_command(_admin.admin)
-cli.add_command(_report.report)
-_admin.admin.add_command(_report.accounting)
-try:
-    from ds01q.cli import simulate as _simulate  # noqa: E402
-
-    cli.add_command(_simulate.simulate)
-except ImportError:  # pragma: no cover - simulate ships with the package
-    pass
-
-from ds01q.cli import shell as _shell  # noqa: E402  (`ds01q shell`, `ds01q attach`)
-
-cli.add_command(_shell.shell)
-cli.add_command(_shell.attach)
 
 
 def main(argv: list[str] | None = None) -> int:
