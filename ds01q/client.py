@@ -48,6 +48,21 @@ def connect(path: str, timeout: float | None = None) -> socket.socket:
     return s
 
 
+def roundtrip(sock: socket.socket, reader: protocol.LineReader, op: str, args: dict[str, Any]) -> Any:
+    """Send one request and return its result; the daemon's error is raised as the same Ds01qError."""
+    try:
+        protocol.send(sock, {"op": op, "args": args})
+        resp = reader.read()
+    except (OSError, ValueError) as e:
+        raise ServerUnavailable(f"lost the connection to the ds01q server ({e})") from None
+    if resp is None:
+        raise ServerUnavailable("the ds01q server closed the connection")
+    if resp.get("ok"):
+        return resp.get("result")
+    err = resp.get("error") or {}
+    raise BY_CODE.get(err.get("code", "error"), Ds01qError)(err.get("message", "unknown error"))
+
+
 class Client:
     """Talks to ``ds01q server`` over its Unix socket; identity comes from the kernel."""
 
@@ -67,18 +82,10 @@ class Client:
             self._connect()
         assert self._sock is not None and self._reader is not None
         try:
-            protocol.send(self._sock, {"op": op, "args": args})
-            resp = self._reader.read()
-        except (OSError, ValueError) as e:
+            return roundtrip(self._sock, self._reader, op, args)
+        except ServerUnavailable:
             self.close()
-            raise ServerUnavailable(f"lost the connection to the ds01q server ({e})") from None
-        if resp is None:
-            self.close()
-            raise ServerUnavailable("the ds01q server closed the connection")
-        if resp.get("ok"):
-            return resp.get("result")
-        err = resp.get("error") or {}
-        raise BY_CODE.get(err.get("code", "error"), Ds01qError)(err.get("message", "unknown error"))
+            raise
 
     def close(self) -> None:
         if self._sock is not None:

@@ -33,8 +33,8 @@ import click
 from ds01q import protocol
 from ds01q.protocol import DATA, DETACH, EXIT, RESIZE, TERM_RE, FrameReader, frame, pack_size
 from ds01q.cli.options import request_from, request_options
-from ds01q.client import FINAL, Client, connect
-from ds01q.errors import BY_CODE, Ds01qError, ExecutorError, ServerUnavailable
+from ds01q.client import FINAL, Client, connect, roundtrip
+from ds01q.errors import Ds01qError, ExecutorError, ServerUnavailable
 from ds01q.units import format_duration
 
 # The relay's framing lives in ds01q.protocol (ds01q.relay documents it).
@@ -210,19 +210,11 @@ def _connect(path: str, job_id: int) -> tuple[socket.socket, bytes, dict[str, An
         term = "xterm"
     reader = protocol.LineReader(sock)
     try:
-        protocol.send(sock, {"op": "attach", "args": {"id": job_id, "rows": rows, "cols": cols, "term": term}})
-        resp = reader.read()
-    except (OSError, ValueError) as e:
+        result = roundtrip(sock, reader, "attach", {"id": job_id, "rows": rows, "cols": cols, "term": term})
+    except Ds01qError:
         sock.close()
-        raise ServerUnavailable(f"lost the connection to the ds01q server ({e})") from None
-    if resp is None:
-        sock.close()
-        raise ServerUnavailable("the ds01q server closed the connection")
-    if not resp.get("ok"):
-        sock.close()
-        err = resp.get("error") or {}
-        raise BY_CODE.get(err.get("code", "error"), Ds01qError)(err.get("message", "unknown error"))
-    return sock, bytes(reader.buf), resp["result"]
+        raise
+    return sock, bytes(reader.buf), result
 
 
 def banner(info: dict[str, Any], keys: bytes) -> list[str]:
