@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,6 +67,7 @@ class BenchDaemon:
                              text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def script(self, name: str, body: str) -> str:
         p = self.root / name

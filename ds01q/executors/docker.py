@@ -15,6 +15,9 @@ count are read after exit, then ``remove()`` deletes it. With the systemd
 driver the cgroup is the ``docker-<id>.scope`` that vanishes at exit, so
 ``poll`` reports the last sample taken while it ran (``sample``/``poll``
 refresh it).
+
+The container's create arguments and labels are built in docker_api.py; the
+TTY execs of interactive shells live in docker_tty.py.
 """
 from __future__ import annotations
 
@@ -25,18 +28,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import docker
 import docker.errors
-from docker.types import DeviceRequest, Mount
 
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
 from ds01q.executors.base import (
-    BATCH_WRAPPER,
-    KEEPALIVE_COMMAND,
     ExitInfo,
     Handle,
     LaunchSpec,
@@ -45,43 +44,24 @@ from ds01q.executors.base import (
     job_environment,
     one_line,
 )
+from ds01q.executors.docker_api import (
+    ALIVE,
+    DEFAULT_CGROUPFS_PARENT,
+    LABEL_CGROUP,
+    LABEL_JOB,
+    api_error,
+    container_labels,
+    create_kwargs,
+    job_command,
+    label_filters,
+    parse_docker_time,
+    stats_usage,
+)
+from ds01q.executors.docker_tty import ExecSessions
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
 
 log = logging.getLogger(__name__)
-
-LABEL_JOB = "ds01q.job"
-LABEL_USER = "ds01q.user"
-LABEL_GROUP = "ds01q.group"
-LABEL_INSTANCE = "ds01q.instance"
-LABEL_CGROUP = "ds01q.cgroup"
-ALIVE = ("running", "paused", "restarting")
-DEFAULT_CGROUPFS_PARENT = "/ds01q.slice"
-
-
-def parse_docker_time(value: str | None) -> float | None:
-    """Docker's RFC 3339 time with nanoseconds -> epoch seconds; None for the zero time."""
-    if not value or value.startswith("0001-01-01"):
-        return None
-    s = value.strip().replace("Z", "+00:00")
-    date, _, rest = s.partition(".")
-    if rest:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        frac, tz = rest[:digits], rest[digits:]
-        s = f"{date}.{(frac + '000000')[:6]}{tz}"
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def _api_error(e: Exception) -> str:
-    explanation = getattr(e, "explanation", None)
-    return one_line(explanation if explanation else e)
-
 
 class DockerExecutor:
     """Runs jobs as Docker containers. See the module docstring for the details."""
@@ -93,7 +73,7 @@ class DockerExecutor:
             self.client = client if client is not None else docker.from_env()
             info = self.client.info() if cgroup_driver is None else {}
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot reach the Docker engine: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
         self._driver = cgroup_driver or str(info.get("CgroupDriver") or "cgroupfs")
         if self._driver not in ("cgroupfs", "systemd"):
             raise ExecutorError(f"unsupported cgroup driver '{self._driver}' (allowed: cgroupfs, systemd)")
@@ -104,7 +84,7 @@ class DockerExecutor:
         self._lock = threading.Lock()
         self._last: dict[int, Usage] = {}  # last sample per job, returned at exit when the cgroup is gone
         self._known: dict[int, tuple[str, int, str | None]] = {}  # job -> (container id, State.Pid, job cgroup)
-        self._execs: dict[str, Any] = {}  # exec id -> socket object kept alive while in use
+        self._shells = ExecSessions(self.client)
         self._watch_thread: threading.Thread | None = None
         self._watch_stream: Any = None
         self._on_exit: Callable[[int], None] | None = None
@@ -122,24 +102,6 @@ class DockerExecutor:
     def container_name(self, job_id: int) -> str:
         return f"{self.name_prefix}-{job_id}"
 
-    def _label_filters(self) -> list[str]:
-        return [LABEL_JOB] + ([f"{LABEL_INSTANCE}={self.instance}"] if self.instance else [])
-
-    def _labels(self, spec: LaunchSpec, cgroup: str | None) -> dict[str, str]:
-        labels = {str(k): str(v) for k, v in spec.labels.items()}
-        labels.update({
-            LABEL_JOB: str(spec.job_id),
-            LABEL_USER: spec.user,
-            LABEL_GROUP: spec.group,
-            "ds01.user": spec.user,
-            "ds01.gpu.uuids": ",".join(spec.slices),
-        })
-        if self.instance:
-            labels[LABEL_INSTANCE] = self.instance
-        if cgroup:
-            labels[LABEL_CGROUP] = cgroup
-        return labels
-
     def _cgroups(self, spec: LaunchSpec) -> tuple[str | None, str | None]:
         """(cgroup_parent for Docker, the job's own persistent cgroup path or None)."""
         parent = cgroups.normalize_parent(self._driver, spec.cgroup_parent) if spec.cgroup_parent else None
@@ -150,60 +112,15 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------- launch
 
-    def _command(self, spec: LaunchSpec, env: dict[str, str]) -> list[str]:
-        if spec.interactive:
-            return list(KEEPALIVE_COMMAND)
-        if not spec.command:
-            raise ExecutorError(f"job {spec.job_id} has an empty command")
-        if spec.output_path:
-            env["DS01Q_OUTPUT"] = spec.output_path
-            return [*BATCH_WRAPPER, *spec.command]
-        return list(spec.command)
-
-    def _mounts(self, spec: LaunchSpec) -> list[Mount]:
-        """Workdir (rw, same path), the output file if it lies outside it, and the daemon's extra mounts.
-
-        ``Mounts`` (unlike ``Binds``) fail on a missing source instead of creating it as root.
-        """
-        mounts = [Mount(spec.workdir, spec.workdir, type="bind", read_only=False)]
-        out = spec.output_path
-        if out and not spec.interactive:
-            workdir = os.path.abspath(spec.workdir)
-            if os.path.commonpath([os.path.abspath(out), workdir]) != workdir:
-                mounts.append(Mount(out, out, type="bind", read_only=False))
-        for host, target, mode in spec.mounts:
-            if mode not in ("ro", "rw"):
-                raise ExecutorError(f"mount {host}: mode '{mode}' is not allowed (allowed: ro, rw)")
-            mounts.append(Mount(target, host, type="bind", read_only=mode == "ro"))
-        return mounts
-
     def _create_kwargs(self, spec: LaunchSpec) -> dict[str, Any]:
         if not os.path.isabs(spec.workdir) or not os.path.isdir(spec.workdir):
             raise ExecutorError(f"working directory {spec.workdir} does not exist")
         env = job_environment(spec)
-        command = self._command(spec, env)
+        command = job_command(spec, env)
         parent, job_cg = self._cgroups(spec)
-        kwargs: dict[str, Any] = dict(
-            image=spec.image, command=command, name=self.container_name(spec.job_id),
-            user=f"{spec.uid}:{spec.gid}", working_dir=spec.workdir, environment=env,
-            labels=self._labels(spec, job_cg), mounts=self._mounts(spec), detach=True,
-            security_opt=["no-new-privileges"], cap_drop=["ALL"], privileged=False,
-            init=self.init, stdin_open=False, tty=False,
-        )
-        if parent:
-            kwargs["cgroup_parent"] = parent
-        if spec.cpus is not None:
-            kwargs["nano_cpus"] = int(spec.cpus * 1e9)
-        if spec.mem_bytes is not None:
-            kwargs["mem_limit"] = int(spec.mem_bytes)
-            kwargs["memswap_limit"] = int(spec.mem_bytes)
-        if spec.pids_limit is not None:
-            kwargs["pids_limit"] = int(spec.pids_limit)
-        if spec.shm_bytes is not None:
-            kwargs["shm_size"] = int(spec.shm_bytes)
-        if spec.gpu_runtime == "nvidia" and spec.slices:
-            kwargs["device_requests"] = [DeviceRequest(device_ids=list(spec.slices), capabilities=[["gpu"]])]
-        return kwargs
+        labels = container_labels(spec, job_cg, self.instance)
+        return create_kwargs(spec, command, env, name=self.container_name(spec.job_id), labels=labels,
+                             cgroup_parent=parent, init=self.init)
 
     def launch(self, spec: LaunchSpec) -> Handle:
         kwargs = self._create_kwargs(spec)
@@ -216,12 +133,12 @@ class DockerExecutor:
         except docker.errors.ImageNotFound:
             raise ExecutorError(f"image '{spec.image}' is not on this node") from None
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot create container for job {spec.job_id}: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             container.start()
             container.reload()
         except docker.errors.DockerException as e:
-            why = _api_error(e)
+            why = api_error(e)
             try:
                 self._force_remove(container.id)
             except ExecutorError as cleanup:
@@ -241,7 +158,7 @@ class DockerExecutor:
         except docker.errors.NotFound:
             old = None
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot reach the Docker engine: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
         if old is not None:
             status = old.attrs.get("State", {}).get("Status")
             if status in ALIVE or old.labels.get(LABEL_JOB) != str(job_id):
@@ -257,7 +174,7 @@ class DockerExecutor:
             pass
         except docker.errors.APIError as e:
             if e.status_code != 409:  # 409: removal already in progress
-                raise ExecutorError(f"cannot remove container {ref[:12]}: {_api_error(e)}") from None
+                raise ExecutorError(f"cannot remove container {ref[:12]}: {api_error(e)}") from None
 
     @staticmethod
     def _remove_cgroup(path: str) -> None:
@@ -275,7 +192,7 @@ class DockerExecutor:
         except docker.errors.NotFound:
             return None
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot inspect container of job {handle.job_id}: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot inspect container of job {handle.job_id}: {api_error(e)}") from None
 
     def _measure(self, job_id: int, attrs: dict[str, Any]) -> Usage | None:
         """Read the job's cgroup now and remember the result."""
@@ -300,14 +217,7 @@ class DockerExecutor:
             st = self.client.api.stats(ref, stream=False, one_shot=True)
         except (docker.errors.DockerException, OSError):
             return None
-        cpu_ns = st.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
-        mem = st.get("memory_stats", {})
-        if cpu_ns is None and not mem:
-            return None
-        stats = mem.get("stats", {})
-        cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
-        return Usage(cpu_s=(cpu_ns or 0) / 1e9, mem_bytes=max(int(mem.get("usage", 0)) - int(cache), 0),
-                     max_rss_bytes=mem.get("max_usage"))
+        return stats_usage(st)
 
     # ---------------------------------------------------------------- contract
 
@@ -350,9 +260,9 @@ class DockerExecutor:
             pass
         except docker.errors.APIError as e:
             if e.status_code not in (304, 409):
-                raise ExecutorError(f"cannot stop job {handle.job_id}: {_api_error(e)}") from None
+                raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot stop job {handle.job_id}: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
 
     def remove(self, handle: Handle) -> None:
         attrs = self._inspect(handle)
@@ -391,9 +301,9 @@ class DockerExecutor:
     def running(self) -> dict[int, Handle]:
         try:
             containers = self.client.containers.list(all=True, sparse=True,
-                                                     filters={"label": self._label_filters()})
+                                                     filters={"label": label_filters(self.instance)})
         except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot list containers: {_api_error(e)}") from None
+            raise ExecutorError(f"cannot list containers: {api_error(e)}") from None
         out: dict[int, Handle] = {}
         for c in containers:
             labels = c.attrs.get("Labels") or {}
@@ -420,7 +330,7 @@ class DockerExecutor:
         since: int | None = None
         while not self._closed.is_set():
             try:
-                filters = {"type": "container", "event": ["die"], "label": self._label_filters()}
+                filters = {"type": "container", "event": ["die"], "label": label_filters(self.instance)}
                 stream = self.client.api.events(since=since, filters=filters, decode=True)
                 self._watch_stream = stream
                 if self._closed.is_set():
@@ -460,8 +370,7 @@ class DockerExecutor:
         if self._watch_thread is not None:
             self._watch_thread.join(timeout=5)
             self._watch_thread = None
-        for exec_id in list(self._execs):
-            self._release_exec(exec_id)
+        self._shells.close()
 
     # ---------------------------------------------------------------- interactive shells
 
@@ -472,46 +381,11 @@ class DockerExecutor:
         The caller pumps bytes between the socket and the user's terminal and
         closes the socket when done; ``exec_exit_code`` then gives the status.
         """
-        try:
-            created = self.client.api.exec_create(self._ref(handle), cmd, stdin=True, tty=True, user=user,
-                                                  environment=dict(env), workdir=workdir)
-            exec_id = created["Id"]
-            sockio = self.client.api.exec_start(exec_id, socket=True, tty=True)
-        except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot start a shell in job {handle.job_id}: {_api_error(e)}") from None
-        with self._lock:
-            self._execs[exec_id] = sockio  # keeps the HTTP response (and so the socket) alive
-        return getattr(sockio, "_sock", sockio), exec_id
+        return self._shells.start(self._ref(handle), handle.job_id, cmd, user, env, workdir)
 
     def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
-        try:
-            self.client.api.exec_resize(exec_id, height=rows, width=cols)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            if e.status_code not in (409, 500):  # the exec has already ended
-                raise ExecutorError(f"cannot resize terminal: {_api_error(e)}") from None
+        self._shells.resize(exec_id, rows, cols)
 
     def exec_exit_code(self, exec_id: str) -> int | None:
         """The exit code of a finished exec; None while it runs (or if unknown)."""
-        try:
-            info = self.client.api.exec_inspect(exec_id)
-        except docker.errors.NotFound:
-            self._release_exec(exec_id)
-            return None
-        except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot inspect exec {exec_id[:12]}: {_api_error(e)}") from None
-        if info.get("Running"):
-            return None
-        self._release_exec(exec_id)
-        code = info.get("ExitCode")
-        return int(code) if code is not None else None
-
-    def _release_exec(self, exec_id: str) -> None:
-        with self._lock:
-            sockio = self._execs.pop(exec_id, None)
-        if sockio is not None:
-            try:
-                sockio.close()
-            except OSError:
-                pass
+        return self._shells.exit_code(exec_id)

@@ -1,8 +1,8 @@
 """ProcessExecutor: jobs as plain processes, for machines without Docker.
 
 Each job runs under a small supervisor (a Python process started from
-``SUPERVISOR_CODE``, detached in its own session) so that it survives a
-daemon restart and its exit status is never lost::
+``SUPERVISOR_CODE``, detached in its own session: process_supervisor.py) so
+that it survives a daemon restart and its exit status is never lost::
 
     daemon --Popen--> supervisor (daemon's uid, ignores SIGTERM/SIGINT/SIGHUP)
                         |  writes <state_dir>/<job_id>.pid  {pid, start, child, child_start, cgroup}
@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -56,181 +55,17 @@ from ds01q.executors.base import (
     job_environment,
     one_line,
 )
+from ds01q.executors.process_supervisor import (
+    DEFAULT_PATH,
+    SUPERVISOR_CODE,
+    read_handshake,
+    spawn_supervisor,
+)
+from ds01q.executors.procfs import pgroup_usage, pid_alive, to_int
 
 __all__ = ["SUPERVISOR_CODE", "ProcessExecutor"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HANDSHAKE_TIMEOUT_S = 30.0
-
-SUPERVISOR_CODE = r'''
-import json, os, signal, stat, sys, time
-# Everything the child needs is imported now: after setuid it may not be able to read the stdlib.
-import ctypes, resource, warnings
-
-def starttime(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-def put(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-def join(files, required):
-    """Move this process into each cgroup.procs file; only the first ``required`` must succeed."""
-    for i, name in enumerate(files):
-        try:
-            with open(name, "w") as f:
-                f.write("0")
-        except OSError:
-            if i < required:
-                raise
-
-def kill_leftovers(child, files):
-    try:
-        os.killpg(child, signal.SIGKILL)
-    except OSError:
-        pass
-    for _ in range(50):
-        pids = []
-        for name in files:
-            try:
-                with open(name) as f:
-                    pids += [int(p) for p in f.read().split()]
-            except OSError:
-                pass
-        if not pids:
-            return
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.02)
-
-cfg = json.loads(sys.stdin.buffer.read())
-job, state = cfg["job_id"], cfg["state_dir"]
-for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-    signal.signal(s, signal.SIG_IGN)
-join(cfg["supervisor_procs"], 0)
-r, w = os.pipe()
-child = os.fork()
-if child == 0:
-    stage = "setup"
-    try:
-        os.close(r)
-        os.setsid()
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
-            signal.signal(s, signal.SIG_DFL)
-        stage = "cgroup"
-        join(cfg["job_procs"], 1 if cfg["job_procs"] else 0)
-        if cfg["rlimit_as"]:
-            resource.setrlimit(resource.RLIMIT_AS, (cfg["rlimit_as"], cfg["rlimit_as"]))
-        stage = "no_new_privs"
-        if ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        stage = "uid %d gid %d" % (cfg["uid"], cfg["gid"])
-        if cfg["setuid"]:
-            os.setgroups([])
-            os.setgid(cfg["gid"])
-            os.setuid(cfg["uid"])
-        os.umask(0o022)
-        stage = "workdir " + cfg["workdir"]
-        os.chdir(cfg["workdir"])
-        null = os.open("/dev/null", os.O_RDWR)
-        os.dup2(null, 0)
-        out = null
-        if cfg["output"]:
-            stage = "output file " + cfg["output"]
-            out = os.open(cfg["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-            if not stat.S_ISREG(os.fstat(out).st_mode):
-                raise OSError(0, "not a regular file")
-            os.set_blocking(out, True)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-    except BaseException as e:
-        os.write(w, ("E%s: %s" % (stage, getattr(e, "strerror", None) or e)).encode())
-        os._exit(126)
-    argv = cfg["argv"]
-    try:
-        os.execvpe(argv[0], argv, cfg["env"])
-    except OSError as e:
-        os.write(2, ("ds01q: cannot execute %s: %s\n" % (argv[0], e.strerror)).encode())
-        os.write(w, b"X")
-        os._exit(127)
-os.close(w)
-put(os.path.join(state, "%d.pid" % job), {
-    "job_id": job, "pid": os.getpid(), "start": starttime(os.getpid()),
-    "child": child, "child_start": starttime(child), "cgroup": cfg["cgroup"], "uid": cfg["uid"]})
-msg = b""
-while True:
-    chunk = os.read(r, 4096)
-    if not chunk:
-        break
-    msg += chunk
-os.close(r)
-if msg.startswith(b"E"):
-    os.waitpid(child, 0)
-    os.unlink(os.path.join(state, "%d.pid" % job))
-    sys.stdout.write("error " + msg[1:].decode(errors="replace") + "\n")
-    sys.exit(1)
-sys.stdout.write("ok %d\n" % child)
-sys.stdout.flush()
-null = os.open("/dev/null", os.O_RDWR)
-os.dup2(null, 1)
-os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)
-kill_leftovers(child, cfg["job_procs"])
-_, status, ru = os.wait4(child, 0)
-code = os.waitstatus_to_exitcode(status)
-put(os.path.join(state, "%d.rc" % job), {
-    "exit_code": code if code >= 0 else 128 - code, "signal": -code if code < 0 else None,
-    "finished_at": time.time(), "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_bytes": ru.ru_maxrss * 1024})
-'''
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _int(value: Any, default: int = -1) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _alive(pid: Any, start: Any) -> bool:
-    """True if ``pid`` runs, is no zombie and started at ``start`` (clock ticks after boot)."""
-    pid, start = _int(pid), _int(start)
-    st = _proc_stat(pid) if pid > 0 else None
-    return bool(st) and st[0] not in ("Z", "X") and _int(st[19]) == start  # type: ignore[index]
-
-
-def _pgroup_usage(pgid: int) -> Usage | None:
-    """CPU and resident memory of the processes in process group ``pgid`` (no cgroup available)."""
-    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    cpu, rss, found = 0, 0, False
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        st = _proc_stat(int(name))
-        if not st or int(st[2]) != pgid or st[0] == "Z":
-            continue
-        found = True
-        cpu += sum(int(x) for x in st[11:15])  # utime stime cutime cstime
-        rss += int(st[21]) * page
-    return Usage(cpu_s=cpu / tick, mem_bytes=rss, max_rss_bytes=None) if found else None
 
 
 class ProcessExecutor:
@@ -336,8 +171,8 @@ class ProcessExecutor:
             "rlimit_as": spec.mem_bytes if (cgroup is None and self.rlimit_as_fallback) else None,
         }
         try:
-            proc = self._spawn(cfg)
-            line = self._handshake(proc)
+            proc = spawn_supervisor(self.python, cfg, self._path(spec.job_id, "err"))
+            line = read_handshake(proc)
             if not line.startswith("ok "):
                 proc.wait(timeout=10)
                 why = line[len("error "):] if line.startswith("error ") else self._crash_reason(spec.job_id)
@@ -355,42 +190,6 @@ class ProcessExecutor:
             self._reported.discard(spec.job_id)
         return Handle(spec.job_id, str(proc.pid))
 
-    def _spawn(self, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
-        err_path = self._path(cfg["job_id"], "err")
-        try:
-            with open(err_path, "ab") as err:
-                proc = subprocess.Popen(
-                    [self.python, "-I", "-S", "-c", SUPERVISOR_CODE],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                    start_new_session=True, close_fds=True, cwd="/", env={"PATH": DEFAULT_PATH},
-                )
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(cfg).encode())
-            proc.stdin.close()
-        except OSError as e:
-            raise ExecutorError(f"cannot start the job supervisor: {e.strerror or e}") from None
-        return proc
-
-    def _handshake(self, proc: subprocess.Popen[bytes]) -> str:
-        assert proc.stdout is not None
-        buf = b""
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
-        fd = proc.stdout.fileno()
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                proc.kill()
-                proc.wait()
-                raise ExecutorError("the job supervisor did not answer within 30 s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                buf += chunk
-        proc.stdout.close()
-        return buf.decode(errors="replace").strip()
-
     def _crash_reason(self, job_id: int) -> str:
         try:
             with open(self._path(job_id, "err"), errors="replace") as f:
@@ -402,8 +201,8 @@ class ProcessExecutor:
     def _clear_stale(self, job_id: int) -> None:
         info = self._load(job_id, "pid")
         if info and self._load(job_id, "rc") is None and (
-            _alive(info.get("pid"), info.get("start"))
-            or _alive(info.get("child"), info.get("child_start"))
+            pid_alive(info.get("pid"), info.get("start"))
+            or pid_alive(info.get("child"), info.get("child_start"))
         ):
             raise ExecutorError(f"job {job_id} is already running (pid {info.get('pid')})")
         for ext in ("pid", "rc", "err"):
@@ -425,7 +224,7 @@ class ProcessExecutor:
         """(pidfile, rc file, supervisor alive)."""
         self._reap(job_id)
         info = self._load(job_id, "pid")
-        alive = bool(info) and _alive(info.get("pid"), info.get("start"))  # type: ignore[union-attr]
+        alive = bool(info) and pid_alive(info.get("pid"), info.get("start"))  # type: ignore[union-attr]
         return info, self._load(job_id, "rc"), alive
 
     def poll(self, handle: Handle) -> ExitInfo | None:
@@ -455,8 +254,8 @@ class ProcessExecutor:
         )
 
     def _signal(self, info: dict[str, Any], sig: int) -> None:
-        child = _int(info.get("child"))
-        if _alive(child, info.get("child_start")):
+        child = to_int(info.get("child"))
+        if pid_alive(child, info.get("child_start")):
             try:
                 os.killpg(child, sig)
             except OSError:
@@ -519,7 +318,7 @@ class ProcessExecutor:
         if cgroup:
             usage = cgroups.read_cgroup_usage_path(cgroup) if cgroups.cgroup_pids(cgroup) else None
         else:
-            usage = _pgroup_usage(_int(info.get("child")))
+            usage = pgroup_usage(to_int(info.get("child")))
         if usage is not None:
             with self._lock:
                 self._last[handle.job_id] = usage
@@ -538,7 +337,7 @@ class ProcessExecutor:
             info, rc, alive = self._status(job_id)
             if info is None or rc is not None:
                 continue
-            child_alive = _alive(info.get("child"), info.get("child_start"))
+            child_alive = pid_alive(info.get("child"), info.get("child_start"))
             if alive or child_alive:
                 out[job_id] = Handle(job_id, str(info.get("pid")))
         return out

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ds01q.errors import ConfigError
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
@@ -91,14 +91,14 @@ _Wait = tuple[Reason, str, _ShapeState | None, float | None]
 class _UserState:
     __slots__ = ("group", "account", "index", "owner", "max_runtime_s", "shapes", "refused", "refused_interactive")
 
-    def __init__(self, group: str, account: Account, index: int, owner: str) -> None:
+    def __init__(self, group: str, account: Account, index: int, owner: str, shapes: dict[int, _ShapeState]) -> None:
         self.group = group
         self.account = account
         self.index = index  # shared by users with equal limits, so they share shapes
         self.owner = owner  # " of group student" / " of user alice", for messages
         runtime = account.limits.max_runtime_s
         self.max_runtime_s = math.inf if runtime is None else runtime + 1e-9
-        self.shapes: dict[int, _ShapeState] = {}  # id(job.request) -> shape
+        self.shapes = shapes  # id(job.request) -> shape; one dict per limits index, shared
         # Limit refusals per shape. Holdings only grow during a pass, so a job refused
         # now stays refused: later jobs of the same user and shape reuse the answer.
         self.refused: dict[_ShapeState, _Wait] = {}
@@ -118,6 +118,8 @@ class _Pass:
         self.users: dict[str, _UserState] = {}  # by user name, for their latest group
         self.user_groups: dict[tuple[str, str], _UserState] = {}
         self.limit_ids: dict[tuple[Limits, str], int] = {}
+        self.index_shapes: list[dict[int, _ShapeState]] = []  # limits index -> id(request) -> shape
+        self.group_limits: dict[str, tuple[Limits, str, int]] = {}  # for users without their own limits
         self.requests: dict[int, ResourceRequest] = {}  # id(request) -> the first equal request seen
         self.canonical: dict[ResourceRequest, ResourceRequest] = {}
         self.shapes: dict[tuple[int, int], _ShapeState] = {}  # (id of canonical request, limits index)
@@ -128,14 +130,54 @@ class _Pass:
         self.placements: list[Placement] = []
         self.waiting: dict[int, _Wait] = {}
 
-    def consider(self, job: PendingJob) -> None:
-        wait = None
-        if job.held or job.dependency != "none" or job.eligible_at > self.now:
-            wait = self._not_ready(job)
-        if wait is None:
-            wait = self._try_place(job)
-        if wait is not None:
-            self.waiting[job.id] = wait
+    def run(self, jobs: Iterable[PendingJob]) -> None:
+        """Consider each job in order: place it, or record why it waits (step 3).
+
+        This loop runs once per pending job, so its common cases are inline (a
+        known user and shape, a remembered limit refusal, a CPU-only placement,
+        a shape with no free slice left) and only the rare ones call methods.
+        """
+        now, waiting, users, placements = self.now, self.waiting, self.users, self.placements
+        for job in jobs:
+            if job.held or job.dependency != "none" or job.eligible_at > now:
+                wait = self._not_ready(job)
+                if wait is not None:
+                    waiting[job.id] = wait
+                    continue
+            user = users.get(job.user)
+            if user is None or user.group != job.group:
+                user = self._user(job)
+            state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
+            wait = state.static
+            if wait is None:
+                account = user.account
+                if account.limited:
+                    if job.time_limit_s > user.max_runtime_s:
+                        detail = runtime_refusal(job.time_limit_s, account.limits, user.owner) or ""
+                        wait = Reason.USER_LIMIT, detail, None, None
+                    else:
+                        refused = user.refused_interactive if job.interactive else user.refused
+                        wait = refused.get(state)
+                        if wait is None:
+                            refusal = account.refusal(state.equiv, state.nslices, job.interactive)
+                            if refusal is not None:
+                                wait = refused[state] = (refusal[0], refusal[1], None, None)
+                if wait is None:
+                    if state.nslices == 0:  # CPU only: _place without slices
+                        account.add_sliceless(job.interactive)
+                        placements.append(Placement(job.id, ()))
+                        continue
+                    if self.fifo_head is not None:
+                        wait = state.behind_wait or self._behind(state)
+                    elif state.exhausted:
+                        wait = state.resources_wait
+                    elif job.time_limit_s >= state.blocked_from:
+                        wait = state.behind_wait or self._behind(state)
+                    else:
+                        wait = self._try_gpus(job, state, account)
+                        if wait is None:
+                            continue
+            waiting[job.id] = wait
 
     def _not_ready(self, job: PendingJob) -> _Wait | None:
         if job.held:
@@ -151,14 +193,27 @@ class _Pass:
     def _user(self, job: PendingJob) -> _UserState:
         user = self.user_groups.get((job.user, job.group))
         if user is None:
-            limits = limits_for(self.snap, job.user, job.group)
-            owner = f" of user {job.user}" if job.user in self.snap.user_limits else f" of group {job.group}"
-            index = self.limit_ids.setdefault((limits, owner), len(self.limit_ids))
+            if job.user in self.snap.user_limits:
+                limits, owner, index = self._limits_index(job.user, job.group, f" of user {job.user}")
+            else:  # the group's limits: the same for each member
+                found = self.group_limits.get(job.group)
+                if found is None:
+                    found = self.group_limits[job.group] = self._limits_index(job.user, job.group,
+                                                                              f" of group {job.group}")
+                limits, owner, index = found
             policy = self.snap.groups.get(job.group)
             account = self.tracker.account(job.user, job.group, limits, policy.group_max_gpus if policy else None)
-            user = self.user_groups[(job.user, job.group)] = _UserState(job.group, account, index, owner)
+            user = self.user_groups[(job.user, job.group)] = _UserState(job.group, account, index, owner,
+                                                                        self.index_shapes[index])
         self.users[job.user] = user
         return user
+
+    def _limits_index(self, user: str, group: str, owner: str) -> tuple[Limits, str, int]:
+        limits = limits_for(self.snap, user, group)
+        index = self.limit_ids.setdefault((limits, owner), len(self.limit_ids))
+        if index == len(self.index_shapes):
+            self.index_shapes.append({})
+        return limits, owner, index
 
     def _new_shape(self, request: ResourceRequest, user: _UserState) -> _ShapeState:
         # The snapshot holds every request for the whole pass, so id() is stable; equal
@@ -182,37 +237,6 @@ class _Pass:
             everywhere = tuple(s for s in self.snap.slices if shape.accepts(s))
             found = self.matching[shape] = (everywhere, tuple(s for s in everywhere if not s.drained))
         return found
-
-    def _try_place(self, job: PendingJob) -> _Wait | None:
-        user = self.users.get(job.user)
-        if user is None or user.group != job.group:
-            user = self._user(job)
-        state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
-        if state.static is not None:
-            return state.static
-        account = user.account
-        if account.limited:
-            if job.time_limit_s > user.max_runtime_s:
-                detail = runtime_refusal(job.time_limit_s, account.limits, user.owner) or ""
-                return Reason.USER_LIMIT, detail, None, None
-            refused = user.refused_interactive if job.interactive else user.refused
-            wait = refused.get(state)
-            if wait is not None:
-                return wait
-            refusal = account.refusal(state.equiv, state.nslices, job.interactive)
-            if refusal is not None:
-                wait = refused[state] = (refusal[0], refusal[1], None, None)
-                return wait
-        if state.nslices == 0:
-            self._place(job, account, (), 0.0)
-            return None
-        if self.fifo_head is not None:
-            return state.behind_wait or self._behind(state)
-        if state.exhausted:
-            return state.resources_wait
-        if job.time_limit_s >= state.blocked_from:
-            return state.behind_wait or self._behind(state)
-        return self._try_gpus(job, state, account)
 
     def _try_gpus(self, job: PendingJob, state: _ShapeState, account: Account) -> _Wait | None:
         limit_s = job.time_limit_s
@@ -335,7 +359,6 @@ def schedule(snapshot: Snapshot) -> CycleResult:
         raise ConfigError(f"unknown scheduler policy {snapshot.policy!r} (allowed: {', '.join(POLICIES)})")
     priorities, factors = compute_priorities(snapshot)
     state = _Pass(snapshot)
-    for job in order_pending(snapshot, priorities):
-        state.consider(job)
+    state.run(order_pending(snapshot, priorities))
     pending = state.pending_infos(priorities)
     return CycleResult(tuple(state.placements), pending, priorities, factors)

@@ -238,13 +238,22 @@ class Account:
         self.held = held
         self.group_held = group_held
         self.group_max_gpus = group_max_gpus
-        self.limited = group_max_gpus is not None or any(
-            x is not None for x in (limits.max_gpus, limits.max_slices, limits.max_running_jobs,
-                                    limits.max_interactive, limits.max_runtime_s))
+        self.limited = (group_max_gpus is not None or limits.max_gpus is not None or limits.max_slices is not None
+                        or limits.max_running_jobs is not None or limits.max_interactive is not None
+                        or limits.max_runtime_s is not None)
 
     def add(self, equiv: float, nslices: int, interactive: bool) -> None:
         self.held.add(equiv, nslices, interactive)
         self.group_held.add(equiv, nslices, interactive)
+
+    def add_sliceless(self, interactive: bool) -> None:
+        """``add(0.0, 0, interactive)`` for a CPU-only job, without the additions of zero."""
+        held, group_held = self.held, self.group_held
+        held.jobs += 1
+        group_held.jobs += 1
+        if interactive:
+            held.interactive += 1
+            group_held.interactive += 1
 
     def gpu_room(self) -> float:
         """GPU-equivalents the user may still take under their own and their group's cap."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from functools import partial
 from itertools import islice
 
 from ds01q.scheduler.snapshot import PendingJob, Snapshot
@@ -93,9 +94,14 @@ def compute_priorities(snapshot: Snapshot) -> tuple[dict[int, float], Mapping[in
             term = terms.group.get(job.group, 0.0) + terms.fairshare(job.user, job.group)
             user_base = base[job.user] = (job.group, term)
         waited = now - job.submitted_at
-        age = 0.0 if waited <= 0 else min(waited * age_rate, age_max)
-        nice = job.nice if job.nice > 0 else 0
-        priorities[job.id] = user_base[1] + age + job.boost - nice
+        if waited <= 0:
+            age = 0.0
+        else:  # min(waited * age_rate, age_max) without the call, NaN included
+            age = waited * age_rate
+            if age_max < age:
+                age = age_max
+        nice = job.nice
+        priorities[job.id] = user_base[1] + age + job.boost - (nice if nice > 0 else 0)
     return priorities, LazyMapping(priorities, terms.factors_of)
 
 
@@ -109,6 +115,9 @@ def order_pending(snapshot: Snapshot, priorities: dict[int, float]) -> list[Pend
     jobs = snapshot.pending
     fifo = snapshot.policy == FIFO
     keys = [j.submitted_at for j in jobs] if fifo else [-priorities[j.id] for j in jobs]
+    if len(set(keys)) == len(keys):  # no two keys equal: no ties
+        # sorted() computes each item's key once, in order: next() hands out keys[i] for jobs[i].
+        return sorted(jobs, key=partial(next, iter(keys)))
     order = sorted(range(len(jobs)), key=keys.__getitem__)
     ranked = [keys[i] for i in order]
     if any(map(operator.eq, ranked, islice(ranked, 1, None))):
