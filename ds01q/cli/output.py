@@ -101,6 +101,8 @@ def job_detail(j: dict[str, Any]) -> None:
     keys = ["id", "name", "user", "group", "state", "reason", "reason_detail", "explain", "exit_code", "priority",
             "slices", "image", "workdir", "output", "time_limit_s", "submitted_at", "started_at", "ended_at",
             "estimated_start"]
+    if j.get("explain") == j.get("reason_detail"):
+        keys.remove("explain")
     for k in keys:
         if k in j and j[k] not in (None, "", []):
             v = j[k]

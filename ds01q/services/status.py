@@ -58,7 +58,7 @@ def limits(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         allocs = [al for al in store.active_allocations(session) if al.job_id in {j.id for j in running}]
     d = asdict(lim)
     d["allowed_profiles"] = sorted(lim.allowed_profiles) if lim.allowed_profiles is not None else None
-    d["max_runtime"] = format_duration(lim.max_runtime_s)
+    d["max_runtime"] = format_duration(d.pop("max_runtime_s"))
     return {
         "user": user, "group": group.name, "priority": group.priority, "admin": cfg.is_admin(user, -1),
         "limits": d, "idle_timeout": format_duration(group.idle_timeout_s) if group.idle_timeout_s else None,
