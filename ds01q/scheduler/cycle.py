@@ -28,13 +28,15 @@ Steps:
    and each shape's estimate, when first read (``views.py``).
 
 Cost: shapes (request x user-limits) are searched once per pass each, except
-for one search per placement; per job the pass does a few dict look-ups.
+for one search per placement; users with equal limits share one table of
+shapes; per job the pass does a few dict look-ups, in one loop (``_Pass.run``).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from ds01q.errors import ConfigError
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
@@ -46,21 +48,30 @@ from ds01q.scheduler.views import LazyMapping
 from ds01q.types import Reason, RequestKind, ResourceRequest, SliceInfo
 
 
+class _Matching(NamedTuple):
+    """What a shape's slice filter gives, shared by users whose limits filter alike."""
+
+    everywhere: tuple[SliceInfo, ...]  # the slices the shape accepts
+    usable: tuple[SliceInfo, ...]  # those not drained
+    equiv: float  # the fewest GPU-equivalents the shape can take (from usable, else everywhere)
+    fits_everywhere: bool
+    fits_usable: bool
+
+
 class _ShapeState:
     """One shape (a request under one set of limits) during a pass."""
 
     __slots__ = ("shape", "candidates", "equiv", "nslices", "static", "no_gpus", "exhausted", "blocked_from",
                  "estimate", "resources_wait", "behind_wait")
 
-    def __init__(self, shape: Shape, matching: tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]], limits: Limits,
-                 owner: str) -> None:
+    def __init__(self, shape: Shape, matching: _Matching, limits: Limits, owner: str) -> None:
         self.shape = shape
-        everywhere, self.candidates = matching  # slices the shape accepts: all, and not drained
-        self.equiv = shape_equiv(shape, self.candidates or everywhere)
+        self.candidates = matching.usable
+        self.equiv = matching.equiv
         request = shape.request
         self.nslices = 0 if request.kind == RequestKind.NONE else (
             request.count if request.kind == RequestKind.GPUS else 1)
-        static = _static_reason(shape, limits, everywhere, self.candidates, self.equiv, owner)
+        static = _static_reason(shape, limits, matching, owner)
         self.static: _Wait | None = None if static is None else (static[0], static[1], None, None)
         self.no_gpus = f"No GPUs available for {request.describe()}"
         self.exhausted = False  # no free slice fits any more in this pass
@@ -71,14 +82,13 @@ class _ShapeState:
         self.behind_wait: _Wait | None = None  # Priority: behind the fifo head or the reservation
 
 
-def _static_reason(shape: Shape, limits: Limits, everywhere: tuple[SliceInfo, ...], usable: tuple[SliceInfo, ...],
-                   equiv: float, owner: str) -> tuple[Reason, str] | None:
-    refusal = hard_limit_refusal(shape.request, limits, equiv, None, owner)
+def _static_reason(shape: Shape, limits: Limits, matching: _Matching, owner: str) -> tuple[Reason, str] | None:
+    refusal = hard_limit_refusal(shape.request, limits, matching.equiv, None, owner)
     if refusal is not None:
         return Reason.USER_LIMIT, refusal
-    if not fits_in(shape, everywhere):
+    if not matching.fits_everywhere:
         return Reason.NEVER_FITS, f"no {shape.request.describe()} in the current layout"
-    if not fits_in(shape, usable):
+    if not matching.fits_usable:
         return Reason.DRAINING, f"only drained slices fit {shape.request.describe()}"
     return None
 
@@ -123,7 +133,7 @@ class _Pass:
         self.requests: dict[int, ResourceRequest] = {}  # id(request) -> the first equal request seen
         self.canonical: dict[ResourceRequest, ResourceRequest] = {}
         self.shapes: dict[tuple[int, int], _ShapeState] = {}  # (id of canonical request, limits index)
-        self.matching: dict[Shape, tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]]] = {}
+        self.matching: dict[Shape, _Matching] = {}
         self.reservation: Reservation | None = None
         self.fifo_head: _ShapeState | None = None
         self.fifo_head_id = 0
@@ -230,12 +240,13 @@ class _Pass:
         user.shapes[id(request)] = state
         return state
 
-    def _matching(self, shape: Shape) -> tuple[tuple[SliceInfo, ...], tuple[SliceInfo, ...]]:
-        """The slices a shape accepts, all and not drained (shared by users with equal filters)."""
+    def _matching(self, shape: Shape) -> _Matching:
         found = self.matching.get(shape)
         if found is None:
             everywhere = tuple(s for s in self.snap.slices if shape.accepts(s))
-            found = self.matching[shape] = (everywhere, tuple(s for s in everywhere if not s.drained))
+            usable = tuple(s for s in everywhere if not s.drained)
+            found = self.matching[shape] = _Matching(everywhere, usable, shape_equiv(shape, usable or everywhere),
+                                                     fits_in(shape, everywhere), fits_in(shape, usable))
         return found
 
     def _try_gpus(self, job: PendingJob, state: _ShapeState, account: Account) -> _Wait | None:
