@@ -115,18 +115,25 @@ def _in_unix_group(user: str, group: str) -> bool:
 
 
 # ----------------------------------------------------------------- loading
-def load(path: str | None = None) -> Config:
-    p = path or os.environ.get("DS01Q_CONFIG") or DEFAULT_PATH
+def read_yaml(p: str | Path) -> Any:
+    """A YAML file's data, or a one-line ConfigError naming the file (and line)."""
     try:
-        text = Path(p).read_text()
+        text = Path(p).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def load(path: str | None = None) -> Config:
+    p = path or os.environ.get("DS01Q_CONFIG") or DEFAULT_PATH
+    data = read_yaml(p)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -9,25 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from ds01q.ds01infra import render
+from ds01q.config import read_yaml
 from ds01q.errors import ConfigError
 
 
 def _load(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or "defaults" not in data or not isinstance(data.get("groups"), dict):
         raise ConfigError(f"{path}: not a ds01-infra resource-limits.yaml (needs top-level defaults: and groups:)")
     return data
