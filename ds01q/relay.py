@@ -63,6 +63,7 @@ from ds01q.errors import Ds01qError, RequestError
 from ds01q.executors.base import KEEPALIVE_EXIT_FILE, Handle
 from ds01q.models import Allocation, Job
 from ds01q.services.context import Caller, Context
+from ds01q.relay_sessions import CONN_TIMEOUT_S, REGISTRY, Conn, Shell
 from ds01q.services.views import iso
 from ds01q.types import JobState
 
@@ -71,163 +72,11 @@ __all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "serve_at
 log = logging.getLogger("ds01q.relay")
 
 from ds01q.protocol import DATA, DETACH, EXIT, HEADER, MAX_PAYLOAD, RESIZE, SIZE, TERM_RE, FrameReader, frame  # noqa: E402,F401
-BACKLOG = 64 * 1024  # output kept for a detached shell
-CONN_TIMEOUT_S = 30.0  # a client that stops reading this long is dropped; its shell keeps running
 EXIT_WAIT_S = 5.0
 MAX_ROWS_COLS = 4096
 # Size the terminal from inside too (the API resize can race the exec's start), then a login shell.
 SHELL_SCRIPT = ('stty rows "$1" cols "$2" 2>/dev/null; '
                 'if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l')
-
-
-# ---------------------------------------------------------------- one client connection
-
-class _Conn:
-    """The caller's socket. Frames sent before ``start`` (the JSON reply) are queued behind it."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.lock = threading.Lock()
-        self.open = True
-        self.started = False
-        self.closing = False
-        self.queued: list[bytes] = []
-
-    def _write(self, data: bytes) -> bool:
-        try:
-            self.sock.sendall(data)
-            return True
-        except OSError:  # gone, or stopped reading for CONN_TIMEOUT_S
-            self.open = False
-            return False
-
-    def send(self, kind: bytes, payload: bytes = b"") -> bool:
-        data = frame(kind, payload)
-        with self.lock:
-            if not self.open:
-                return False
-            if not self.started:
-                self.queued.append(data)
-                return True
-            return self._write(data)
-
-    def start(self, reply: dict[str, Any]) -> bool:
-        head = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
-        with self.lock:
-            self.started = True
-            ok = self._write(head + b"".join(self.queued))
-            self.queued.clear()
-            if self.closing:
-                self._shutdown()
-            return ok
-
-    def close(self) -> None:
-        with self.lock:
-            if not self.started:
-                self.closing = True
-                return
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        self.open = False
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-# ---------------------------------------------------------------- one shell (a TTY exec)
-
-class _Shell:
-    def __init__(self, key: tuple[int, int], owner_uid: int, exec_id: str, sock: socket.socket) -> None:
-        self.key = key  # (id(ctx), job id)
-        self.owner_uid = owner_uid
-        self.exec_id = exec_id
-        self.sock = sock
-        self.lock = threading.Lock()
-        self.write_lock = threading.Lock()
-        self.conn: _Conn | None = None
-        self.backlog = bytearray()
-        self.ended = False
-
-    def try_attach(self, conn: _Conn) -> bool:
-        """Claim this shell for ``conn`` if it is detached; queue its backlog on ``conn``."""
-        with self.lock:
-            if self.ended or self.conn is not None:
-                return False
-            self.conn = conn
-            data, self.backlog = bytes(self.backlog), bytearray()
-            for i in range(0, len(data), MAX_PAYLOAD):
-                conn.send(DATA, data[i:i + MAX_PAYLOAD])
-            return True
-
-    def detach(self, conn: _Conn) -> None:
-        with self.lock:
-            if self.conn is conn:
-                self.conn = None
-
-    def output(self, data: bytes) -> None:
-        with self.lock:
-            conn = self.conn
-            if conn is not None and conn.send(DATA, data):
-                return
-            self.conn = None  # no client, or it went away: keep the output for the next attach
-            self.backlog += data
-            if len(self.backlog) > BACKLOG:
-                del self.backlog[:len(self.backlog) - BACKLOG]
-
-    def write(self, conn: _Conn, data: bytes) -> None:
-        with self.write_lock:
-            if self.conn is not conn or self.ended:
-                return
-            try:
-                self.sock.sendall(data)
-            except OSError:  # the shell has ended; its pump reports the exit
-                pass
-
-    def finish(self) -> _Conn | None:
-        with self.lock:
-            self.ended = True
-            conn, self.conn = self.conn, None
-            return conn
-
-
-class _Registry:
-    """Live shells per (context, job); ``opening`` counts shells being started."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.shells: dict[tuple[int, int], list[_Shell]] = {}
-        self.opening: dict[tuple[int, int], int] = {}
-
-    def snapshot(self, key: tuple[int, int]) -> list[_Shell]:
-        with self.lock:
-            return list(self.shells.get(key, ()))
-
-    def add(self, shell: _Shell) -> None:
-        with self.lock:
-            self.shells.setdefault(shell.key, []).append(shell)
-
-    def opening_delta(self, key: tuple[int, int], delta: int) -> None:
-        with self.lock:
-            n = self.opening.get(key, 0) + delta
-            if n > 0:
-                self.opening[key] = n
-            else:
-                self.opening.pop(key, None)
-
-    def remove(self, shell: _Shell) -> int:
-        """Forget ``shell``; return how many shells of its job remain (or are being opened)."""
-        with self.lock:
-            shells = self.shells.get(shell.key, [])
-            if shell in shells:
-                shells.remove(shell)
-            if not shells:
-                self.shells.pop(shell.key, None)
-            return len(shells) + self.opening.get(shell.key, 0)
-
-
-_REGISTRY = _Registry()
 
 
 # ---------------------------------------------------------------- the attach operation
@@ -245,8 +94,8 @@ def serve_attach(ctx: Context, caller: Caller, sock: socket.socket, reader: prot
         return
     with ctx.lock:  # counted from now on, so the idle check cannot stop a session being attached
         ctx.attached[job.id] = terminals = ctx.attached.get(job.id, 0) + 1
-    conn = _Conn(sock)
-    shell: _Shell | None = None
+    conn = Conn(sock)
+    shell: Shell | None = None
     try:
         shell, resumed = _claim_or_open(ctx, caller, job, allocs, conn, rows, cols, term)
         if resumed:
@@ -309,24 +158,24 @@ def _terminal(args: dict[str, Any]) -> tuple[int, int, str]:
     return rows, cols, term
 
 
-def _claim_or_open(ctx: Context, caller: Caller, job: Job, allocs: list[Allocation], conn: _Conn,
-                   rows: int, cols: int, term: str) -> tuple[_Shell, bool]:
+def _claim_or_open(ctx: Context, caller: Caller, job: Job, allocs: list[Allocation], conn: Conn,
+                   rows: int, cols: int, term: str) -> tuple[Shell, bool]:
     key = (id(ctx), job.id)
-    for shell in _REGISTRY.snapshot(key):
+    for shell in REGISTRY.snapshot(key):
         if shell.owner_uid == caller.uid and shell.try_attach(conn):
             return shell, True
     env = job_env(job, allocs)
     env.update(TERM=term, PS1=f"(ds01q {job.id}) \\w \\$ ")
     command = ["/bin/sh", "-c", SHELL_SCRIPT, "ds01q-shell", str(rows), str(cols)]
-    _REGISTRY.opening_delta(key, +1)
+    REGISTRY.opening_delta(key, +1)
     try:
         sock, exec_id = ctx.executor.exec_tty(Handle(job_id=job.id, ref=job.container or ""), command,
                                               f"{job.uid}:{job.gid}", env, job.workdir)
-        shell = _Shell(key, caller.uid, exec_id, sock)
+        shell = Shell(key, caller.uid, exec_id, sock)
         shell.try_attach(conn)
-        _REGISTRY.add(shell)
+        REGISTRY.add(shell)
     finally:
-        _REGISTRY.opening_delta(key, -1)
+        REGISTRY.opening_delta(key, -1)
     _resize(ctx, shell, rows, cols)
     threading.Thread(target=_pump, args=(ctx, shell), name=f"ds01q-relay-{job.id}", daemon=True).start()
     log.info("job %s: shell opened for %s (exec %s)", job.id, caller.user, exec_id[:12])
@@ -347,14 +196,14 @@ def _info(ctx: Context, job: Job, allocs: list[Allocation], resumed: bool, termi
     }
 
 
-def _resize(ctx: Context, shell: _Shell, rows: int, cols: int) -> None:
+def _resize(ctx: Context, shell: Shell, rows: int, cols: int) -> None:
     try:
         ctx.executor.exec_resize(shell.exec_id, rows, cols)
     except Ds01qError as e:
         log.debug("job %s: resize failed: %s", shell.key[1], e)
 
 
-def _client_loop(ctx: Context, shell: _Shell, conn: _Conn, initial: bytes) -> None:
+def _client_loop(ctx: Context, shell: Shell, conn: Conn, initial: bytes) -> None:
     frames = FrameReader(initial)
     while True:
         try:
@@ -387,7 +236,7 @@ def _client_loop(ctx: Context, shell: _Shell, conn: _Conn, initial: bytes) -> No
 
 # ---------------------------------------------------------------- the shell's end
 
-def _pump(ctx: Context, shell: _Shell) -> None:
+def _pump(ctx: Context, shell: Shell) -> None:
     """Carry the shell's output until its exec ends, then report the exit and maybe end the session."""
     try:
         shell.sock.settimeout(None)
@@ -431,8 +280,8 @@ def _wait_exit_code(executor: Any, exec_id: str) -> int | None:
         time.sleep(0.05)
 
 
-def _shell_ended(ctx: Context, shell: _Shell, code: int | None) -> dict[str, Any]:
-    remaining = _REGISTRY.remove(shell)
+def _shell_ended(ctx: Context, shell: Shell, code: int | None) -> dict[str, Any]:
+    remaining = REGISTRY.remove(shell)
     job_id = shell.key[1]
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
