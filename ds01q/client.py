@@ -14,6 +14,8 @@ from ds01q.jobspec import parse_directives
 DEFAULT_SOCKET = "/run/ds01q/ds01q.sock"
 DEFAULT_CONFIG = "/etc/ds01q/ds01q.yaml"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
+# The CLI's exit code for a job that ended without its own exit code (shell conventions: 128+signal).
+EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
 
 
 def socket_path(config_path: str | None = None) -> str:

@@ -1,7 +1,6 @@
 """Engine and session factory. SQLite runs in WAL mode with a busy timeout."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -53,5 +52,4 @@ def upgrade(url: str, revision: str = "head") -> None:
     cfg.attributes["configure_logger"] = False
     if url.startswith("sqlite:///"):
         Path(url.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DS01Q_ALEMBIC", "1")
     command.upgrade(cfg, revision)

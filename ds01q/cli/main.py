@@ -10,10 +10,9 @@ import click
 from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options
-from ds01q.client import Client
+from ds01q.client import EXIT_BY_STATE, Client
 from ds01q.errors import Ds01qError
 
-EXIT_BY_STATE = {"COMPLETED": 0, "CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
 
 
 def client(ctx: click.Context) -> Client:
@@ -69,7 +68,7 @@ def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, p
 def _exit_code(job: dict[str, Any]) -> int:
     if job["state"] in ("COMPLETED", "FAILED") and job.get("exit_code") is not None:
         return int(job["exit_code"]) & 0xFF
-    return EXIT_BY_STATE.get(job["state"], 1)
+    return EXIT_BY_STATE.get(job["state"], 0 if job["state"] == "COMPLETED" else 1)
 
 
 @cli.command()

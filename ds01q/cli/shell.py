@@ -33,7 +33,7 @@ import click
 from ds01q import protocol
 from ds01q.protocol import DATA, DETACH, EXIT, RESIZE, TERM_RE, FrameReader, frame, pack_size
 from ds01q.cli.options import request_from, request_options
-from ds01q.client import FINAL, Client, connect, roundtrip
+from ds01q.client import EXIT_BY_STATE, FINAL, Client, connect, roundtrip
 from ds01q.errors import Ds01qError, ExecutorError, ServerUnavailable
 from ds01q.units import format_duration
 
@@ -41,7 +41,6 @@ from ds01q.units import format_duration
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 POLL_S = 0.5
-EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
 STOP_WORDS = {"CANCELLED": "cancelled", "TIMEOUT": "time limit reached", "PREEMPTED": "requeued by an admin"}
 _CTRL_CHARS = "@abcdefghijklmnopqrstuvwxyz[\\]^_"
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 from typing import Any
 
 from ds01q import store
 from ds01q.errors import LimitError, RequestError
-from ds01q.models import Job
+from ds01q.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
 from ds01q.services.inventory import known_profiles, possible_profiles, slice_infos
@@ -140,8 +139,6 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         out = _str(a, "output") or f"ds01q-{job.id}.out"
         job.output_path = None if interactive else os.path.join(workdir, out.replace("%j", str(job.id)))
         session.add(job)
-        from ds01q.models import JobEvent
-
         session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
                              by=caller.user))
         if job.held:
@@ -150,10 +147,3 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         job_id = job.id
     ctx.wake()
     return {"id": job_id, "time_limit": format_duration(time_s)}
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
