@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._daemon import BenchDaemon, gpus  # noqa: E402
-from ds01q.client import Client  # noqa: E402
+from ds01q.client.api import Client  # noqa: E402
 
 DS01Q = str(Path(sys.executable).parent / "ds01q")
 

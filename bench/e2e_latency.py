@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._daemon import BenchDaemon, gpus  # noqa: E402
-from ds01q.client import Client  # noqa: E402
+from ds01q.client.api import Client  # noqa: E402
 
 IMAGE = "ds01q/busybox:test"
 

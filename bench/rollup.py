@@ -10,7 +10,7 @@ never ran, shares of 0 (CPU only), 1/7, 2/7, 3/7 and 1 or 2 whole GPUs.
 No dirty marks are written: the first rollup covers everything from the first
 record on, as it does on a fresh install. The jobs table is left empty, so the
 build connection does not enforce the foreign keys; the timed runs use the
-daemon's own engine (``ds01q.db.make_engine``).
+daemon's own engine (``ds01q.db.engine.make_engine``).
 
 Then, each in a fresh child process (so its peak RSS is its own):
 ``report_raw`` (one ``ds01q report --by user`` over the whole history before any
@@ -96,7 +96,7 @@ def create_schema(path: str) -> None:
     from sqlalchemy import create_engine
 
     import ds01q.accounting.models  # noqa: F401
-    from ds01q.models import Base
+    from ds01q.db.models import Base
 
     engine = create_engine(f"sqlite:///{path}")
     Base.metadata.create_all(engine)
@@ -119,7 +119,7 @@ def step(name: str, path: str, now: float) -> dict[str, Any]:
     """One timed step, run in this (child) process."""
     from ds01q.accounting.report import ReportQuery, build_report
     from ds01q.accounting.rollup import rollup
-    from ds01q.db import make_engine, make_sessionmaker
+    from ds01q.db.engine import make_engine, make_sessionmaker
 
     sm = make_sessionmaker(make_engine(f"sqlite:///{path}"))
     out: dict[str, Any] = {}

@@ -3,7 +3,7 @@
     python bench/simulate_table.py --trace /work/shared/traces/elasticflow-itp/cluster05.csv \
         --gpus 12 16 --policies fifo backfill --estimate exact user
 
-Each row is one ``ds01q.simulate.simulate`` run, plus its wall time. Prints, never asserts.
+Each row is one ``ds01q.tools.simulate.simulate`` run, plus its wall time. Prints, never asserts.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from ds01q.simulate import simulate
+from ds01q.tools.simulate import simulate
 
 COLUMNS = ("trace", "gpus", "policy", "estimate", "jobs", "mean_wait_s", "p50_wait_s", "p99_wait_s", "mean_jct_s",
            "makespan_s", "utilization", "jain_fairness", "max_pending", "wall_s")

@@ -1,6 +1,6 @@
 """YAML config → frozen, validated objects. Every error names its key path.
 
-The format is the one in docs (design.md); ``ds01q.ds01infra`` converts
+The format is the one in docs (design.md); ``ds01q.ds01infra.importer`` converts
 ds01-infra's resource-limits.yaml into the same mapping first.
 """
 from __future__ import annotations
@@ -139,7 +139,7 @@ def load(path: str | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of keys like database, groups, inventory")
     if "defaults" in data and "groups" in data and "inventory" not in data:
-        from ds01q.ds01infra import convert  # ds01-infra resource-limits.yaml, loaded as it is
+        from ds01q.ds01infra.importer import convert  # ds01-infra resource-limits.yaml, loaded as it is
 
         data = convert(data, Path(p).parent)
     return from_dict(data, p)
@@ -333,7 +333,7 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
     lifecycle = _mapping(data, "lifecycle", "")
     return Config(
         path=path,
-        database=_get(data, "database", "", str, "sqlite:////var/lib/ds01q/ds01q.db"),
+        database=_get(data, "database", "", str, "sqlite:////var/lib/ds01q/ds01q.db.engine"),
         socket=os.environ.get("DS01Q_SOCKET") or _get(server, "socket", "server", str, DEFAULT_SOCKET),
         tick_s=_duration(server, "tick", "server") or 1.0,
         executor=_executor(_mapping(data, "executor", "")),
@@ -353,3 +353,16 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
     )
 
+
+
+class ConfigRef:
+    """The daemon's current config, shared by the loop and the services. ``reload()`` reads
+    the file again (``ds01q admin inventory refresh``, SIGHUP); nothing else changes it."""
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+
+    def reload(self) -> Config:
+        if self.current.path != "<config>":
+            self.current = load(self.current.path)
+        return self.current

@@ -5,6 +5,7 @@
     ├── RequestError           a request is invalid (bad option, unknown profile, ...)
     │   └── LimitError         a request breaks a hard limit and can never run
     ├── NotFound               no such job / slice
+    ├── Conflict               another writer changed the job first (compare-and-set lost)
     ├── PermissionDenied       caller may not do this
     ├── ServerUnavailable      the client cannot reach the daemon
     ├── InventoryError         GPU inventory cannot be read (no driver, ...)
@@ -35,6 +36,10 @@ class NotFound(Ds01qError):
     code = "not_found"
 
 
+class Conflict(Ds01qError):
+    code = "conflict"
+
+
 class PermissionDenied(Ds01qError):
     code = "permission"
 
@@ -53,6 +58,6 @@ class ExecutorError(Ds01qError):
 
 BY_CODE: dict[str, type[Ds01qError]] = {
     c.code: c
-    for c in (Ds01qError, ConfigError, RequestError, LimitError, NotFound, PermissionDenied,
+    for c in (Ds01qError, ConfigError, RequestError, LimitError, NotFound, Conflict, PermissionDenied,
               ServerUnavailable, InventoryError, ExecutorError)
 }

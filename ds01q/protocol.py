@@ -6,7 +6,7 @@ per line over a Unix stream socket.
             | {"ok": false, "error": {"code": "request", "message": "one line"}}
 
 After an ``attach`` request is answered, the connection carries terminal frames
-(``ds01q.relay`` documents them): 1 type byte, a 4-byte big-endian length, a payload.
+(``ds01q.daemon.relay.attach`` documents them): 1 type byte, a 4-byte big-endian length, a payload.
 """
 from __future__ import annotations
 

@@ -13,11 +13,13 @@ SliceUuid = NewType("SliceUuid", str)
 
 
 class JobState(str, enum.Enum):
-    """Slurm's state names, plus STARTING between allocation and a running container."""
+    """Slurm's state names, plus STARTING (slices reserved, container not yet up) and
+    STOPPING (a stop was requested; the container is being stopped)."""
 
     PENDING = "PENDING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -33,19 +35,18 @@ class JobState(str, enum.Enum):
 
     @property
     def holds_slices(self) -> bool:
-        return self in (JobState.STARTING, JobState.RUNNING)
+        return self in HOLDING_STATES
 
 
-FINAL_STATES = frozenset(
-    {
-        JobState.COMPLETED,
-        JobState.FAILED,
-        JobState.CANCELLED,
-        JobState.TIMEOUT,
-        JobState.OUT_OF_MEMORY,
-        JobState.NODE_FAIL,
-    }
-)
+# Each set is defined here once; everything else imports it.
+FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT,
+                          JobState.OUT_OF_MEMORY, JobState.NODE_FAIL})
+HOLDING_STATES = frozenset({JobState.STARTING, JobState.RUNNING, JobState.STOPPING})  # with active allocations
+QUEUED_STATES = frozenset({JobState.PENDING, JobState.HELD})
+ACTIVE_STATES = HOLDING_STATES | QUEUED_STATES
+FINAL_NAMES = frozenset(s.value for s in FINAL_STATES)
+HOLDING_NAMES = tuple(sorted(s.value for s in HOLDING_STATES))
+ACTIVE_NAMES = tuple(sorted(s.value for s in ACTIVE_STATES))
 
 
 class Reason(str, enum.Enum):
@@ -60,6 +61,40 @@ class Reason(str, enum.Enum):
     DRAINING = "Draining"
     DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
     NEVER_FITS = "NeverFits"
+
+
+class StopOutcome(str, enum.Enum):
+    """Why a job that holds slices is being stopped; decides the state it ends in."""
+
+    CANCELLED = "cancelled"  # ds01q cancel
+    TIMEOUT = "timeout"  # its time limit
+    IDLE = "idle"  # an interactive session idle for its group's idle_timeout
+    PREEMPTED = "preempted"  # taken back for another job; requeued
+    LAYOUT_CHANGE = "layout_change"  # its slice went or is going away: NODE_FAIL, requeued if allowed
+    ADMIN_REQUEUE = "admin_requeue"  # ds01q admin requeue
+    SHELL_EXIT = "shell_exit"  # the last shell of a session exited; its code is the job's
+
+    @property
+    def end_state(self) -> JobState:
+        return _OUTCOME_STATE[self]
+
+    @property
+    def default_reason(self) -> str:
+        return _OUTCOME_REASON[self]
+
+
+_OUTCOME_STATE = {
+    StopOutcome.CANCELLED: JobState.CANCELLED, StopOutcome.TIMEOUT: JobState.TIMEOUT,
+    StopOutcome.IDLE: JobState.CANCELLED, StopOutcome.PREEMPTED: JobState.PREEMPTED,
+    StopOutcome.LAYOUT_CHANGE: JobState.NODE_FAIL, StopOutcome.ADMIN_REQUEUE: JobState.PREEMPTED,
+    StopOutcome.SHELL_EXIT: JobState.COMPLETED,  # FAILED when the shell's code is not 0
+}
+_OUTCOME_REASON = {
+    StopOutcome.CANCELLED: "cancelled", StopOutcome.TIMEOUT: "time limit reached",
+    StopOutcome.IDLE: "idle timeout", StopOutcome.PREEMPTED: "preempted",
+    StopOutcome.LAYOUT_CHANGE: "mig layout change", StopOutcome.ADMIN_REQUEUE: "requeued by admin",
+    StopOutcome.SHELL_EXIT: "shell exited",
+}
 
 
 class RequestKind(str, enum.Enum):
@@ -136,3 +171,13 @@ class SliceInfo:
         if self.is_full:
             return 1.0
         return self.compute_slices / self.gpu_compute_slices
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource use of a running job: CPU seconds so far, memory now (without
+    reclaimable page cache) and the peak memory of its cgroup, if known."""
+
+    cpu_s: float
+    mem_bytes: int
+    max_rss_bytes: int | None

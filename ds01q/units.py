@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _CLOCK = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")  # Slurm: [D-]HH:MM[:SS]
@@ -58,3 +59,10 @@ def format_duration(seconds: float | None) -> str:
     if s % 60 == 0 and s:
         return f"{s // 60}m"
     return f"{s}s"
+
+
+def iso(t: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC (``2026-11-30T08:00:00Z``); None stays None."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

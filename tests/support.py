@@ -54,7 +54,7 @@ def ensure_user(name: str) -> pwd.struct_passwd:
 
 def base_config(root: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "database": f"sqlite:///{root}/ds01q.db",
+        "database": f"sqlite:///{root}/ds01q.db.engine",
         "server": {"socket": str(root / "ds01q.sock"), "tick": "1s"},
         "executor": {"kind": "docker", "default_image": "ds01q/busybox:test", "gpu_runtime": "none",
                      "state_dir": str(root / "state"), "stop_grace": "1s",
@@ -247,19 +247,21 @@ class InProcessDaemon(Daemon):
     def start(self, timeout: float = 30.0) -> None:
         import threading
 
-        from ds01q import daemon, server
+        from ds01q.daemon import build as daemon
+        from ds01q.daemon import server
 
-        self.ctx, self.controller = daemon.build(str(self.config_path))
-        self.srv, _ = server.start(self.ctx, self.controller)
+        self.daemon = daemon.build(str(self.config_path))
+        self.ctx, self.controller = self.daemon.ctx, self.daemon.controller
+        self.srv, _ = server.start(self.daemon)
         self.thread = threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         self.thread.start()
         self.proc = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        from ds01q import server
+        from ds01q.daemon import server
 
         srv = getattr(self, "srv", None)
         if srv is not None:
             srv.shutdown()
-            server.shutdown(self.ctx, srv, self.controller)
+            server.shutdown(self.daemon, srv)
             self.srv = None

@@ -1,4 +1,4 @@
-"""Accounting tables, on the same ``Base`` as ds01q.models (Alembic revision 0002).
+"""Accounting tables, on the same ``Base`` as ds01q.db.models (Alembic revision 0002).
 
     job_usage          one row per run of a job, written when the run ends (``record.on_job_end``)
     usage_samples      periodic samples of running jobs (``record.on_sample``)
@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ds01q.models import Base
+from ds01q.db.models import Base
 
 __all__ = ["JobUsage", "Rollup", "RollupDirty", "RollupWatermark", "UsageSample"]
 

@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session
 from ds01q.accounting.models import JobUsage, UsageSample
 from ds01q.accounting.rollup import mark_dirty
 from ds01q.errors import Ds01qError
-from ds01q.executors.base import Usage
-from ds01q.executors.cgroups import slice_name, slice_path
-from ds01q.models import Allocation, Job
+from ds01q.cgroupnames import slice_name, slice_path
+from ds01q.db.models import Allocation, Job
+from ds01q.types import Usage
 
 __all__ = ["DEFAULT_CGROUP_ROOT", "cgroup_of", "decayed_usage", "energy_kwh", "on_job_end", "on_sample"]
 

@@ -7,7 +7,7 @@ import click
 
 from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
-from ds01q.client import Client
+from ds01q.client.api import Client
 
 
 def _c(ctx: click.Context) -> Client:
@@ -108,7 +108,7 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Apply the Alembic migrations up to the newest."""
-    from ds01q import daemon
+    from ds01q.daemon import build as daemon
 
     url = daemon.db_upgrade(ctx.find_root().obj.get("config"))
     click.echo(f"database at head: {url}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ds01q.ds01infra import render
+from ds01q.ds01infra.importer import render
 from ds01q.config import read_yaml
 from ds01q.errors import ConfigError
 

@@ -10,7 +10,7 @@ import click
 from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options
-from ds01q.client import EXIT_BY_STATE, Client
+from ds01q.client.api import EXIT_BY_STATE, Client
 from ds01q.errors import Ds01qError
 
 
@@ -41,7 +41,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None:
     """Run the daemon in the foreground."""
-    from ds01q import daemon
+    from ds01q.daemon import build as daemon
 
     daemon.run(ctx.obj["config"], log_level, metrics_port)
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import click
 
 from ds01q.cli import output
-from ds01q.client import Client
+from ds01q.client.api import Client
 
 COLUMNS = [("jobs", "JOBS"), ("gpu_equiv_hours", "GPU-EQ-H"), ("gpu_mem_gb_hours", "GPU-MEM-GB-H"),
            ("cpu_hours", "CPU-H"), ("wall_hours", "WALL-H"), ("energy_kwh", "KWH"), ("co2_g", "CO2-G")]

@@ -23,7 +23,7 @@ from ds01q.errors import RequestError
 def simulate(trace: str, gpus: int, policy: str, users: int, estimate: str, gpus_per_node: int,
              max_jobs: int | None, seed: int, as_json: bool) -> None:
     """Replay a trace and print wait, JCT, makespan, utilisation and fairness."""
-    from ds01q.simulate import simulate as run
+    from ds01q.tools.simulate import simulate as run
 
     if not os.path.isfile(trace):
         raise RequestError(f"--trace {trace}: no such file")

@@ -2,7 +2,7 @@
 
 A session is *idle* while all three hold:
 
-- no terminal is attached (``ctx.attached[job_id] == 0``; a detached shell
+- no terminal is attached (``deps.terminals(job_id) == 0``; a detached shell
   that keeps running does not count as attached);
 - its CPU use is below ``cpu_threshold`` cores, as a *rate* over the last
   ``window_s`` seconds (CPU-seconds delta / time delta between the oldest and
@@ -14,8 +14,8 @@ A session is *idle* while all three hold:
 
 The idle clock starts at the last sample where the session was active (or at
 the first sample). A session idle for its group's ``idle_timeout`` is stopped:
-``check_idle`` marks it ``cancel_requested`` with ``end_state=CANCELLED`` and
-``reason="idle timeout"`` (Slurm has no idle state; CANCELLED by ``ds01q``
+``check_idle`` stops it through ``jobstate.request_stop`` with outcome IDLE: the
+job goes STOPPING (its event says why) and ends CANCELLED with reason "idle timeout" (Slurm has no idle state; CANCELLED by ``ds01q``
 says the system ended it, TIMEOUT stays for the time limit). While idle, the
 job's ``reason_detail`` carries the warning ``idle: stops at <ISO time>``,
 shown by ``ds01q show``/``queue --json`` and in the shell banner; it is
@@ -33,16 +33,16 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
+from dataclasses import dataclass
 
-from ds01q import store
+from ds01q.controller.deps import LoopDeps
+from ds01q.db import jobstate, store
 from ds01q.errors import Ds01qError
 from ds01q.executors.base import Handle
-from ds01q.models import Job
-from ds01q.services.context import Context
-from ds01q.services.views import iso
-from ds01q.types import JobState
+from ds01q.db.models import Job
+from ds01q.types import JobState, StopOutcome
+from ds01q.units import iso
 
 __all__ = ["IDLE_PREFIX", "IDLE_REASON", "IdleTracker", "check_idle", "gpu_busy_by_uuid"]
 
@@ -141,10 +141,10 @@ def gpu_busy_by_uuid(readings: Iterable[Any]) -> dict[str, bool]:
     return {r.uuid: r.utilization >= GPU_BUSY_PERCENT for r in readings if r.utilization is not None}
 
 
-def _gpu_readings(ctx: Context, tracker: IdleTracker, reader: UsageReader | None, now: float) -> dict[str, bool]:
+def _gpu_readings(deps: LoopDeps, tracker: IdleTracker, reader: UsageReader | None, now: float) -> dict[str, bool]:
     """Busy flags of whole GPUs from NVML, read at most every ``GPU_READ_EVERY_S``; none for a static inventory."""
     if reader is None:
-        if ctx.config.inventory_source == "static":
+        if deps.config.inventory_source == "static":
             return {}
         from ds01q.inventory import read_utilization
 
@@ -166,41 +166,39 @@ def _job_gpu_busy(slices: list[str], busy: dict[str, bool]) -> bool | None:
     return any(known) if known else None
 
 
-def _timeout_of(ctx: Context, job: Job) -> float | None:
-    if job.user in ctx.config.lifecycle_exempt:
+def _timeout_of(deps: LoopDeps, job: Job) -> float | None:
+    if job.user in deps.config.lifecycle_exempt:
         return None
-    group = ctx.config.groups.get(job.group) or ctx.config.group_of(job.user)
+    group = deps.config.groups.get(job.group) or deps.config.group_of(job.user)
     return group.idle_timeout_s or None
 
 
-def check_idle(ctx: Context, executor: Any, tracker: IdleTracker, now: float,
-               gpu_reader: UsageReader | None = None) -> list[tuple[int, str]]:
-    """Sample the RUNNING interactive jobs, warn the idle ones, mark the expired ones to stop.
+def check_idle(deps: LoopDeps, tracker: IdleTracker, now: float,
+               gpu_reader: UsageReader | None = None) -> list[int]:
+    """Sample the RUNNING interactive jobs, warn the idle ones, stop the expired ones.
 
-    Returns ``(job_id, container)`` for each job it marked (``cancel_requested``,
-    ``end_state=CANCELLED``, ``reason="idle timeout"``); the caller stops them.
+    Returns the ids of the jobs it stopped (STOPPING, outcome IDLE); the loop stops their
+    containers like any other STOPPING job's.
     """
-    with ctx.sessions() as session:
-        jobs = [j for j in store.jobs_in(session, (JobState.RUNNING.value,))
-                if j.interactive and j.container and not j.cancel_requested]
+    with deps.sessions() as session:
+        jobs = [j for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.interactive and j.container]
         slices = store.slices_of(session, [j.id for j in jobs])
     for gone in tracker.tracked() - {j.id for j in jobs}:
         tracker.forget(gone)
-    watched = [(j, t) for j in jobs if (t := _timeout_of(ctx, j))]
-    gpus = _gpu_readings(ctx, tracker, gpu_reader, now) if watched else {}
+    watched = [(j, t) for j in jobs if (t := _timeout_of(deps, j))]
+    gpus = _gpu_readings(deps, tracker, gpu_reader, now) if watched else {}
     watched_ids = {j.id for j, _ in watched}
     details: dict[int, str | None] = {j.id: None for j in jobs if j.id not in watched_ids}  # clear stale warnings
     expired: dict[int, str] = {}
     for job, timeout in watched:
         try:
-            usage = executor.sample(Handle(job_id=job.id, ref=job.container or ""))
+            usage = deps.executor.sample(Handle(job_id=job.id, ref=job.container or ""))
         except Ds01qError as e:
             log.warning("idle check of job %s: %s", job.id, e)
             continue
         if usage is None:  # the container is gone; the reaper records the exit
             continue
-        with ctx.lock:
-            attached = ctx.attached.get(job.id, 0) > 0
+        attached = deps.terminals(job.id) > 0
         tracker.observe(job.id, usage.cpu_s, attached, _job_gpu_busy(slices.get(job.id, []), gpus), now)
         if tracker.should_stop(job.id, timeout, now):
             expired[job.id] = f"idle timeout: no terminal, CPU < {tracker.cpu_threshold:g} cores and no GPU use " \
@@ -208,11 +206,11 @@ def check_idle(ctx: Context, executor: Any, tracker: IdleTracker, now: float,
             continue
         stop_at = tracker.stop_at(job.id, timeout)
         details[job.id] = None if stop_at is None else f"{IDLE_PREFIX}stops at {iso(stop_at)}"
-    return _apply(ctx, jobs, details, expired, tracker)
+    return _apply(deps, jobs, details, expired, tracker, now)
 
 
-def _apply(ctx: Context, jobs: list[Job], details: dict[int, str | None], expired: dict[int, str],
-           tracker: IdleTracker) -> list[tuple[int, str]]:
+def _apply(deps: LoopDeps, jobs: list[Job], details: dict[int, str | None], expired: dict[int, str],
+           tracker: IdleTracker, now: float) -> list[int]:
     """Write changed warnings and the stop marks in one transaction; touch no other reason_detail."""
     def ours(detail: str | None) -> bool:
         return detail is None or detail.startswith(IDLE_PREFIX)
@@ -220,24 +218,21 @@ def _apply(ctx: Context, jobs: list[Job], details: dict[int, str | None], expire
     changed = {j.id for j in jobs if j.id in details and ours(j.reason_detail) and j.reason_detail != details[j.id]}
     if not changed and not expired:
         return []
-    stopped: list[tuple[int, str]] = []
-    with ctx.sessions.begin() as session:
+    stopped: list[int] = []
+    with deps.sessions.begin() as session:
         for job_id in changed | set(expired):
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.RUNNING.value or job.cancel_requested or not job.container:
+            if job is None or job.state != JobState.RUNNING.value or not job.container:
                 continue
             if job_id in expired:
-                with ctx.lock:
-                    if ctx.attached.get(job_id, 0) > 0:  # a terminal attached meanwhile: not idle after all
-                        continue
-                job.cancel_requested = True
-                job.end_state = JobState.CANCELLED.value
-                job.reason = IDLE_REASON
-                job.reason_detail = expired[job_id]
-                stopped.append((job_id, job.container))
+                if deps.terminals(job_id) > 0:  # a terminal attached meanwhile: not idle after all
+                    continue
+                jobstate.request_stop(session, job, StopOutcome.IDLE, at=now, by="ds01q", detail=IDLE_REASON,
+                                      note=expired[job_id])
+                stopped.append(job_id)
             elif ours(job.reason_detail):
                 job.reason_detail = details[job_id]
-    for job_id, _ in stopped:
+    for job_id in stopped:
         tracker.forget(job_id)
         log.info("job %s: %s", job_id, expired[job_id])
     return stopped

@@ -1,10 +1,14 @@
-"""The one loop of ``ds01q server``: reconcile → enforce → schedule → dispatch.
+"""The one loop of ``ds01q server``: reconcile → reap → enforce → sample → schedule → dispatch.
 
 Handlers (submit, cancel, a container's exit) only change the database and call
 ``wake()``; the loop does all the work, at least every ``tick_s``. A slice is
-reserved (STARTING, allocation rows) in one transaction, and the container is
-launched only after that commits. A failed launch forgets the reservation and
-requeues the job with backoff.
+reserved (STARTING, allocation rows) in one transaction (``assume``), and the
+container is launched only after that commits. A failed launch forgets the
+reservation and requeues the job with backoff. A job in STOPPING has its
+container stopped; its exit is recorded with the stop's outcome (``jobstate.end_run``).
+
+The controller is what services know as their ``LoopHandle``: ``wake()``,
+``refresh_inventory()`` and ``last_cycle()``. It never imports a service.
 """
 from __future__ import annotations
 
@@ -14,31 +18,41 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from ds01q import accounting, store
-from ds01q.controller.dispatch import final_state, launch_spec
+from ds01q import accounting
+from ds01q.controller.deps import LoopDeps
 from ds01q.controller.idle import IdleTracker, check_idle
+from ds01q.controller.inventory import read_inventory, reconcile
+from ds01q.controller.launch import launch_spec
 from ds01q.controller.snapshot import UsageCache, build_snapshot
-from ds01q.errors import Ds01qError
-from ds01q.executors.base import Executor, Handle
-from ds01q.models import Job, Slice
+from ds01q.db import jobstate, store
+from ds01q.db.models import Job, Slice
+from ds01q.errors import Conflict, Ds01qError
+from ds01q.executors.base import ExitInfo, Handle
 from ds01q.scheduler import schedule
 from ds01q.scheduler.snapshot import CycleResult, Placement
-from ds01q.services.context import Context
-from ds01q.services.inventory import read_inventory, sync
-from ds01q.state import transition
-from ds01q.types import JobState
+from ds01q.types import JobState, Reason, StopOutcome
 
 log = logging.getLogger("ds01q.controller")
 MAX_LAUNCH_TRIES = 3
 SWEEP_EVERY_S = 5.0
+S = JobState
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text or type(e).__name__
 
 
 class Controller:
-    def __init__(self, ctx: Context, executor: Executor, cgroup_driver: str | None = None) -> None:
-        self.ctx = ctx
-        self.executor = executor
-        self.cgroup_driver = cgroup_driver
+    """``inline=True`` launches and stops on the caller's thread (tests: one ``tick()`` does it all)."""
+
+    def __init__(self, deps: LoopDeps, *, inline: bool = False) -> None:
+        self.deps = deps
+        self.inline = inline
+        self.executor = deps.executor
+        self.clock = deps.clock
         self.wake_event = threading.Event()
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -52,25 +66,37 @@ class Controller:
         self.last_sweep = 0.0
         self.last_sample = 0.0
         self.idle = IdleTracker()
-        ctx.wake = self.wake
-        ctx.refresh_inventory = self.refresh
-        ctx.executor = executor
+        self._last_cycle: CycleResult | None = None
 
-    # ------------------------------------------------------------ wake-ups
+    @property
+    def config(self) -> Any:
+        return self.deps.config
+
+    def session(self) -> Session:
+        return self.deps.sessions()
+
+    def txn(self) -> Any:
+        return self.deps.sessions.begin()
+
+    # ------------------------------------------------------------ the LoopHandle services see
     def wake(self) -> None:
         self.wake_event.set()
 
-    def on_exit(self, job_id: int) -> None:
-        with self.lock:
-            self.exited.add(job_id)
-        self.wake()
+    def last_cycle(self) -> CycleResult | None:
+        return self._last_cycle
 
-    def refresh(self, wait: bool = True) -> dict[str, Any]:
+    def refresh_inventory(self, wait: bool = True) -> dict[str, Any]:
+        """Re-read the config and the inventory on the loop's thread; wait for the result."""
         fut: Future[dict[str, Any]] = Future()
         with self.lock:
             self.refreshes.append(fut)
         self.wake()
         return fut.result(timeout=60) if wait else {}
+
+    def on_exit(self, job_id: int) -> None:
+        with self.lock:
+            self.exited.add(job_id)
+        self.wake()
 
     # ------------------------------------------------------------ loop
     def run(self) -> None:
@@ -82,7 +108,7 @@ class Controller:
                 self.tick()
             except Exception:  # the loop must survive anything; the next tick retries
                 log.exception("tick failed")
-            self.wake_event.wait(self.ctx.config.tick_s)
+            self.wake_event.wait(self.config.tick_s)
 
     def close(self) -> None:
         self.stop_event.set()
@@ -91,29 +117,26 @@ class Controller:
         self.executor.close()
 
     def tick(self) -> CycleResult:
-        now = self.ctx.clock.now()
+        now = self.clock.now()
         self.reconcile_inventory(now)
         self.reap(full=now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep)
         self.enforce(now)
-        for job_id, ref in check_idle(self.ctx, self.executor, self.idle, now):  # interactive idle limit
-            self._stop_async(job_id, ref, remove=False)
+        check_idle(self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
         self.sample(now)
-        return self.schedule_and_dispatch(self.ctx.clock.now())
+        return self.schedule_and_dispatch(self.clock.now())
 
     # ------------------------------------------------------------ reconcile
     def reconcile_inventory(self, now: float) -> None:
         with self.lock:
             futs, self.refreshes = self.refreshes, []
-        if not futs and self.ctx.config.inventory_source == "static":
+        if not futs and self.config.inventory_source == "static":
             return
         try:
             if futs:
-                self._reload_config()
-            records = read_inventory(self.ctx.config)
-            with self.ctx.sessions.begin() as session:
-                res = sync(session, records, now)
-            for job_id, ref in res.to_stop:
-                self._stop_async(job_id, ref, remove=True)
+                self.deps.settings.reload()
+            records = read_inventory(self.config)
+            with self.txn() as session:
+                res = reconcile(session, records, now, self.config.node)
             if res.added or res.removed:
                 log.info("inventory: added %s removed %s", res.added, res.removed)
             out: dict[str, Any] = res.to_dict()
@@ -125,24 +148,22 @@ class Controller:
             if not futs:
                 log.warning("inventory refresh failed: %s", e)
 
-    def _reload_config(self) -> None:
-        from ds01q.config import load
-
-        self.ctx.config = load(self.ctx.config.path) if self.ctx.config.path != "<config>" else self.ctx.config
-
     def recover(self) -> None:
         """After a restart: adopt containers that still run, forget reservations that never launched,
         and remove containers whose job already ended."""
         alive = self.executor.running()
-        now = self.ctx.clock.now()
-        with self.ctx.sessions.begin() as session:
-            for job in store.jobs_in(session, (JobState.STARTING.value,)):
+        now = self.clock.now()
+        with self.txn() as session:
+            for job in store.jobs_in(session, (S.STARTING.value, S.STOPPING.value)):
                 h = alive.get(job.id)
                 if h is not None:
                     job.container = h.ref
-                    transition(session, job, JobState.RUNNING, at=now, by="ds01q", reason="adopted after restart")
-                else:
+                    if job.state == S.STARTING.value:
+                        jobstate.transition(session, job, S.RUNNING, at=now, by="ds01q", reason="adopted after restart")
+                elif job.state == S.STARTING.value:
                     self._forget(session, job, now, "daemon restarted before launch", count=False)
+                elif job.container is None:
+                    self._end(session, job, ExitInfo(None, False, None, None, None, "stopped before launch"), now)
             known = {j.id: j for j in store.jobs_in(session, store.HOLDING)}
         for job_id, h in alive.items():
             job = known.get(job_id)
@@ -154,10 +175,10 @@ class Controller:
     def reap(self, full: bool) -> None:
         with self.lock:
             flagged, self.exited = self.exited, set()
-        with self.ctx.sessions() as session:
-            rows = [j for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.container]
+        with self.session() as session:
+            rows = [j for j in store.jobs_in(session, (S.RUNNING.value, S.STOPPING.value)) if j.container]
         if full:
-            self.last_sweep = self.ctx.clock.now()
+            self.last_sweep = self.clock.now()
         with self.lock:  # an exit may come before its launch is recorded: look again after the launch
             self.exited |= flagged & self.launching
         for job in rows:
@@ -170,42 +191,52 @@ class Controller:
                 log.warning("poll of job %s failed: %s", job.id, e)
                 continue
             if info is not None:
-                self._record_exit(job.id, h, info)
+                self.record_exit(job.id, h, info)
 
-    def _record_exit(self, job_id: int, h: Handle, info: Any) -> None:
-        now = self.ctx.clock.now()
-        with self.ctx.sessions.begin() as session:
-            job = store.get_job(session, job_id)
-            if job.container != h.ref or not JobState(job.state).holds_slices:
-                return
-            state, reason = final_state(job, info)
-            store.release(session, job.id, now)
-            job.exit_code = info.exit_code
-            job.cpu_s = info.cpu_s
-            job.max_rss_bytes = info.max_rss_bytes
-            job.reason = reason
-            transition(session, job, state, at=now, by="ds01q", reason=reason)
-            self._account_end(session, job, now)
-            if state == JobState.PREEMPTED:
-                job.requeue_count += 1
-                transition(session, job, JobState.PENDING, at=now, by="ds01q", reason="requeued")
-                job.reason = "Priority"
+    def record_exit(self, job_id: int, h: Handle, info: ExitInfo) -> JobState | None:
+        """Record how the container ``h`` of job ``job_id`` ended (once), then remove it."""
+        now = self.clock.now()
+        try:
+            with self.txn() as session:
+                job = store.get_job(session, job_id)
+                if job.container != h.ref or not JobState(job.state).holds_slices:
+                    return None
+                state = self._end(session, job, info, now)
+        except Conflict as e:
+            log.info("exit of job %s: %s", job_id, e)
+            return None
         with self.lock:
             self.stopping.discard(job_id)
         try:
             self.executor.remove(h)
         except Ds01qError as e:
             log.warning("remove of job %s failed: %s", job_id, e)
+        return state
 
-    # ------------------------------------------------------------ limits
+    def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
+        state = jobstate.end_run(session, job, exit_code=info.exit_code, oom=info.oom_killed, at=now,
+                                 error=info.error, cpu_s=info.cpu_s, max_rss_bytes=info.max_rss_bytes)
+        self._account_end(session, job, now)
+        if jobstate.wants_requeue(job, state):
+            jobstate.requeue(session, job, at=now, why=f"requeued: {job.end_reason or state.value}")
+        return state
+
+    # ------------------------------------------------------------ limits and stops
     def enforce(self, now: float) -> None:
-        with self.ctx.sessions.begin() as session:
-            for job in store.jobs_in(session, (JobState.RUNNING.value,)):
-                if job.started_at is not None and now >= job.started_at + job.time_limit_s and not job.end_state:
-                    job.end_state = JobState.TIMEOUT.value
-                    job.cancel_requested = True
-                if job.cancel_requested and job.container and job.id not in self.stopping:
-                    self._stop_async(job.id, job.container, remove=False)
+        stop: list[tuple[int, str]] = []
+        with self.txn() as session:
+            for job in store.jobs_in(session, (S.RUNNING.value,)):
+                if job.started_at is not None and now >= job.started_at + job.time_limit_s:
+                    jobstate.request_stop(session, job, StopOutcome.TIMEOUT, at=now, by="ds01q")
+            for job in store.jobs_in(session, (S.STOPPING.value,)):
+                if job.id in self.launching:
+                    continue
+                if job.container is None:  # stopped before its container started: nothing runs
+                    self._end(session, job, ExitInfo(None, False, None, None, None, "stopped before launch"), now)
+                elif job.id not in self.stopping:
+                    stop.append((job.id, job.container))
+        for job_id, ref in stop:
+            self._stop_async(job_id, ref, remove=False)
 
     def _stop_async(self, job_id: int, ref: str, remove: bool) -> None:
         with self.lock:
@@ -214,7 +245,7 @@ class Controller:
         def run() -> None:
             h = Handle(job_id=job_id, ref=ref)
             try:
-                self.executor.stop(h, self.ctx.config.executor.stop_grace_s)
+                self.executor.stop(h, self.config.executor.stop_grace_s)
                 if remove:
                     self.executor.remove(h)
             except Exception:
@@ -225,84 +256,86 @@ class Controller:
                         self.stopping.discard(job_id)
                 self.on_exit(job_id)
 
-        self.pool.submit(run)
+        self.run_async(run)
+
+    def run_async(self, fn: Any, *args: Any) -> None:
+        if self.inline:
+            fn(*args)
+        else:
+            self.pool.submit(fn, *args)
 
     # ------------------------------------------------------------ schedule
     def schedule_and_dispatch(self, now: float) -> CycleResult:
-        with self.ctx.sessions() as session:
-            snap = build_snapshot(session, self.ctx.config, now, self.usage)
+        with self.session() as session:
+            snap = build_snapshot(session, self.config, now, self.usage)
         result = schedule(snap)
-        self.ctx.last_cycle = result
+        self._last_cycle = result
         self._persist_reasons(result)
         for p in result.placements:
-            if self._assume(p, now):
+            if self.assume(p, now):
                 self._launch_async(p.job_id)
         return result
 
     def _persist_reasons(self, result: CycleResult) -> None:
         changed = {}
         for job_id, info in result.pending.items():
-            key = (info.reason.value, info.detail, round(info.priority, 2), info.estimated_start)
+            key = (info.reason, info.detail, round(info.priority, 2), info.estimated_start)
             if self.persisted.get(job_id) != key:
                 changed[job_id] = key
         if not changed:
             return
-        with self.ctx.sessions.begin() as session:
+        with self.txn() as session:
             for job_id, (reason, detail, prio, est) in changed.items():
                 job = session.get(Job, job_id)
-                if job is None or job.state != JobState.PENDING.value:
+                if job is None or job.state != S.PENDING.value:
                     continue
                 job.reason, job.reason_detail, job.priority, job.estimated_start = reason, detail or None, prio, est
         self.persisted.update(changed)
 
-    def _assume(self, p: Placement, now: float) -> bool:
+    def assume(self, p: Placement, now: float) -> bool:
+        """Reserve ``p``'s slices and move its job to STARTING, in one transaction."""
         try:
-            with self.ctx.sessions.begin() as session:
+            with self.txn() as session:
                 job = session.get(Job, p.job_id)
-                if job is None or job.state != JobState.PENDING.value:
+                if job is None or job.state != S.PENDING.value:
                     return False
                 slices = [session.get(Slice, u) for u in p.slices]
                 if any(s is None or not s.present or s.drained for s in slices):
                     return False
                 store.allocate(session, job, slices, now)  # type: ignore[arg-type]
-                job.reason, job.reason_detail, job.estimated_start = None, None, None
-                job.priority = (self.ctx.last_cycle.priorities.get(job.id, job.priority) if self.ctx.last_cycle
-                                else job.priority)
-                job.node = slices[0].node if slices else self.ctx.config.node
-                transition(session, job, JobState.STARTING, at=now, by="scheduler",
-                           reason="allocated " + (",".join(p.slices) or "no GPU"))
+                last = self._last_cycle
+                job.priority = last.priorities.get(job.id, job.priority) if last else job.priority
+                job.node = slices[0].node if slices else self.config.node  # type: ignore[union-attr]
+                jobstate.transition(session, job, S.STARTING, at=now, by="scheduler",
+                                    reason="allocated " + (",".join(p.slices) or "no GPU"))
             self.persisted.pop(p.job_id, None)
             return True
         except IntegrityError:
             log.error("database refused a double allocation for job %s on %s", p.job_id, p.slices)
             return False
+        except Conflict as e:
+            log.info("assume of job %s: %s", p.job_id, e)
+            return False
 
     def _launch_async(self, job_id: int) -> None:
         with self.lock:
             self.launching.add(job_id)
-        self.pool.submit(self._launch, job_id)
+        self.run_async(self.launch, job_id)
 
-    def _launch(self, job_id: int) -> None:
+    def launch(self, job_id: int) -> None:
+        """Start the container of a STARTING job; any failure forgets the reservation."""
         try:
-            with self.ctx.sessions() as session:
+            with self.session() as session:
                 job = store.get_job(session, job_id)
+                if job.state != S.STARTING.value:  # cancelled meanwhile: nothing to start
+                    return
                 allocs = store.allocations_of(session, job_id)
-                spec = launch_spec(self.ctx.config, job, allocs, self.cgroup_driver)
-            try:
-                h = self.executor.launch(spec)
-            except Exception as e:  # ExecutorError, or OSError while spooling
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-                with self.ctx.sessions.begin() as session:
-                    job = store.get_job(session, job_id)
-                    if job.state == JobState.STARTING.value:
-                        self._forget(session, job, self.ctx.clock.now(), f"launch failed: {msg}")
+            try:  # building the spec (spooling the script, parsing its #!) is part of the launch
+                h = self.executor.launch(launch_spec(self.config, job, allocs, self.deps.cgroup_driver))
+            except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
+                self._launch_failed(job_id, one_line(e))
                 return
-            with self.ctx.sessions.begin() as session:
-                job = store.get_job(session, job_id)
-                job.container = h.ref
-                if job.state == JobState.STARTING.value:
-                    transition(session, job, JobState.RUNNING, at=self.ctx.clock.now(), by="ds01q",
-                               reason=f"started {h.ref[:12]}")
+            self._launched(job_id, h)
         except Exception:
             log.exception("launch of job %s failed", job_id)
         finally:
@@ -310,18 +343,41 @@ class Controller:
                 self.launching.discard(job_id)
             self.wake()
 
-    def _account_end(self, session: Any, job: Job, now: float) -> None:
+    def _launched(self, job_id: int, h: Handle) -> None:
+        with self.txn() as session:
+            job = store.get_job(session, job_id)
+            if JobState(job.state) not in (S.STARTING, S.STOPPING):
+                stray = True
+            else:
+                stray = False
+                job.container = h.ref
+                if job.state == S.STARTING.value:
+                    jobstate.transition(session, job, S.RUNNING, at=self.clock.now(), by="ds01q",
+                                        reason=f"started {h.ref[:12]}")
+        if stray:  # the job moved on while its container started: never let it run
+            self._stop_async(job_id, h.ref, remove=True)
+
+    def _launch_failed(self, job_id: int, msg: str) -> None:
+        with self.txn() as session:
+            job = store.get_job(session, job_id)
+            now = self.clock.now()
+            if job.state == S.STARTING.value:
+                self._forget(session, job, now, f"launch failed: {msg}")
+            elif job.state == S.STOPPING.value:
+                self._end(session, job, ExitInfo(None, False, None, None, None, f"launch failed: {msg}"), now)
+
+    def _account_end(self, session: Session, job: Job, now: float) -> None:
         accounting.on_job_end(session, job, store.allocations_of(session, job.id, active_only=False), now,
-                              cgroup_root=self.ctx.config.executor.cgroup_root)
+                              cgroup_root=self.config.executor.cgroup_root)
 
     # ------------------------------------------------------------ usage samples
     def sample(self, now: float) -> None:
         """Every ``sample_interval_s``: cgroup CPU/memory of each running job (read outside any transaction)."""
-        if now - self.last_sample < self.ctx.config.sample_interval_s and now >= self.last_sample:
+        if now - self.last_sample < self.config.sample_interval_s and now >= self.last_sample:
             return
         self.last_sample = now
-        with self.ctx.sessions() as session:
-            rows = [(j.id, j.container) for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.container]
+        with self.session() as session:
+            rows = [(j.id, j.container) for j in store.jobs_in(session, (S.RUNNING.value,)) if j.container]
         readings = []
         for job_id, ref in rows:
             try:
@@ -330,22 +386,22 @@ class Controller:
                 log.debug("sample of job %s failed: %s", job_id, e)
         if not readings:
             return
-        with self.ctx.sessions.begin() as session:
+        with self.txn() as session:
             for job_id, ref, usage in readings:
                 job = session.get(Job, job_id)
-                if job is not None and job.container == ref and job.state == JobState.RUNNING.value:
+                if job is not None and job.container == ref and job.state == S.RUNNING.value:
                     accounting.on_sample(session, job, usage, now)
 
-    def _forget(self, session: Any, job: Job, now: float, why: str, count: bool = True) -> None:
+    def _forget(self, session: Session, job: Job, now: float, why: str, count: bool = True) -> None:
         """Undo a reservation: release the slices, back to PENDING with backoff, or FAILED after retries."""
         store.release(session, job.id, now)
         if count:
             job.requeue_count += 1
         if count and job.requeue_count >= MAX_LAUNCH_TRIES:
-            job.reason = why
-            transition(session, job, JobState.FAILED, at=now, by="ds01q", reason=why)
+            job.end_reason = why
+            jobstate.transition(session, job, S.FAILED, at=now, by="ds01q", reason=why)
             self._account_end(session, job, now)
             return
-        transition(session, job, JobState.PENDING, at=now, by="ds01q", reason=why)
+        jobstate.transition(session, job, S.PENDING, at=now, by="ds01q", reason=why)
         job.eligible_at = now + min(300.0, 5.0 * 2 ** job.requeue_count) if count else 0.0
-        job.reason = "Resources"
+        job.reason = Reason.RESOURCES

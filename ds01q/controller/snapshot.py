@@ -1,16 +1,18 @@
 """Build the scheduler's frozen Snapshot from the database (read-only)."""
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 from sqlalchemy.orm import Session
 
-from ds01q import accounting, store
+from ds01q import accounting
+from ds01q.db import store
 from ds01q.config import Config
-from ds01q.models import Job
+from ds01q.db.models import Job
 from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot
-from ds01q.services.inventory import possible_profiles, slice_infos
-from ds01q.types import JobState
+from ds01q.inventory.sync import possible_profiles, slice_infos
+from ds01q.types import FINAL_NAMES, JobState
 
 
 class UsageCache:
@@ -28,16 +30,19 @@ class UsageCache:
         return self.value
 
 
-def _dependency(job: Job, states: dict[int, str]) -> str:
-    import json
+def _depends_on(job: Job) -> list[int]:
+    return [int(d) for d in json.loads(job.depends_on or "[]")]
 
-    deps = json.loads(job.depends_on or "[]")
+
+def dependency(deps: list[int], states: dict[int, str]) -> str:
+    """afterok semantics: "none" once every dependency COMPLETED, "never" if one ended any
+    other way or does not exist, else "waiting"."""
     if not deps:
         return "none"
-    st = [states.get(int(d)) for d in deps]
-    if any(s in (None, "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL") for s in st):
+    st = [states.get(d) for d in deps]
+    if any(s is None or (s in FINAL_NAMES and s != JobState.COMPLETED.value) for s in st):
         return "never"
-    return "none" if all(s == "COMPLETED" for s in st) else "waiting"
+    return "none" if all(s == JobState.COMPLETED.value for s in st) else "waiting"
 
 
 def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
@@ -45,11 +50,12 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
     running_rows = store.jobs_in(session, store.HOLDING)
     slices_by_job = store.slices_of(session, [j.id for j in running_rows])
     equiv = {a.slice_uuid: a.gpu_equiv for a in store.active_allocations(session)}
-    states = {j.id: j.state for j in pending_rows + running_rows}
+    wanted = {d for j in pending_rows for d in _depends_on(j)}
+    states = store.job_states(session, wanted)
     pending = tuple(
         PendingJob(id=j.id, user=j.user, group=_group(cfg, j), request=store.request_of(j), submitted_at=j.submitted_at,
-                   time_limit_s=j.time_limit_s, interactive=j.interactive, nice=j.nice, boost=j.boost, held=j.held,
-                   dependency=_dependency(j, states), array_id=j.array_id, requeue_count=j.requeue_count,
+                   time_limit_s=j.time_limit_s, interactive=j.interactive, nice=j.nice, boost=j.boost, held=j.state == JobState.HELD.value,
+                   dependency=dependency(_depends_on(j), states), array_id=j.array_id, requeue_count=j.requeue_count,
                    eligible_at=j.eligible_at or 0.0)
         for j in pending_rows
     )

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ds01q.errors import ExecutorError
+from ds01q.types import Usage
 
 __all__ = [
     "BATCH_WRAPPER",
     "GPU_RUNTIMES",
     "KEEPALIVE_COMMAND",
-    "KEEPALIVE_EXIT_FILE",
     "Executor",
     "ExitInfo",
     "Handle",
@@ -45,14 +45,12 @@ GPU_RUNTIMES = ("nvidia", "none")
 # `exec` keeps the user's program as the process that receives signals.
 BATCH_WRAPPER = ["/bin/sh", "-c", 'exec "$@" >>"$DS01Q_OUTPUT" 2>&1', "ds01q-job"]
 
-# Interactive jobs: an idle init; shells are exec'd into it. On SIGTERM it exits with the code
-# in /.ds01q-exit (written by the daemon's terminal relay, as root, when the last shell exits), else 0.
-KEEPALIVE_EXIT_FILE = "/.ds01q-exit"
+# Interactive jobs: an idle init; shells are exec'd into it (as the job's user). It exits 0 on
+# SIGTERM: the state an interactive job ends in comes from its stop outcome, never from here.
 KEEPALIVE_COMMAND = [
     "/bin/sh",
     "-c",
-    f'trap \'c=$(cat {KEEPALIVE_EXIT_FILE} 2>/dev/null); exit "${{c:-0}}"\' TERM INT HUP; '
-    'while :; do sleep 3600 & wait $!; done',
+    "trap 'exit 0' TERM INT HUP; while :; do sleep 3600 & wait $!; done",
 ]
 
 
@@ -116,16 +114,6 @@ class ExitInfo:
     cpu_s: float | None
     max_rss_bytes: int | None
     error: str = ""
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Resource use of a running job: CPU seconds so far, memory now (without
-    reclaimable page cache) and the peak memory of its cgroup, if known."""
-
-    cpu_s: float
-    mem_bytes: int
-    max_rss_bytes: int | None
 
 
 @runtime_checkable

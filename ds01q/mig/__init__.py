@@ -4,7 +4,7 @@ May import only ds01q.types, ds01q.errors and the standard library.
 """
 from __future__ import annotations
 
-from ds01q.mig.controller import MigController, run_subprocess
+from ds01q.mig.smi import MigController, run_subprocess
 from ds01q.mig.naming import mig_memory_gb, profile_name
 from ds01q.mig.planner import ANY, FULL_LAYOUT, Plan, fill_layout, make_plan, mig_commands, plan_layout, same_layout
 from ds01q.mig.profiles import (

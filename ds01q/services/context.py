@@ -1,14 +1,15 @@
-"""What every service needs: config, sessions, clock, and a way to wake the loop."""
+"""What every service gets: the caller, and a read-only context (config, sessions, clock)
+with a small handle on the daemon's loop. Services never import the controller: the
+daemon passes the controller in as the ``LoopHandle``."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.clock import Clock, SystemClock
-from ds01q.config import Config
+from ds01q.config import Config, ConfigRef
 from ds01q.errors import PermissionDenied
 from ds01q.scheduler.snapshot import CycleResult
 
@@ -25,17 +26,54 @@ class Caller:
         return self.user
 
 
-@dataclass
+class LoopHandle(Protocol):
+    """The three things a service may ask of the daemon's loop."""
+
+    def wake(self) -> None:
+        """Run a pass soon (a job was submitted, cancelled, released...)."""
+
+    def refresh_inventory(self) -> dict[str, Any]:
+        """Re-read the config and the inventory now; return what changed."""
+
+    def last_cycle(self) -> CycleResult | None:
+        """The newest scheduling pass (reasons, priorities, factors), if any."""
+
+
+class NoLoop:
+    """A LoopHandle for services used without a running loop (tests, one-shot tools)."""
+
+    def wake(self) -> None:
+        return None
+
+    def refresh_inventory(self) -> dict[str, Any]:
+        return {}
+
+    def last_cycle(self) -> CycleResult | None:
+        return None
+
+
+@dataclass(frozen=True)
 class Context:
-    config: Config
+    settings: ConfigRef
     sessions: sessionmaker[Session]
     clock: Clock = field(default_factory=SystemClock)
-    wake: Callable[[], None] = lambda: None
-    last_cycle: CycleResult | None = None
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    refresh_inventory: Callable[[], dict[str, object]] | None = None  # set by the controller
-    executor: Any = None  # the controller's executor (the terminal relay execs through it)
-    attached: dict[int, int] = field(default_factory=dict)  # job id -> terminals attached now
+    loop: LoopHandle = field(default_factory=NoLoop)
+
+    @classmethod
+    def of(cls, config: Config, sessions: sessionmaker[Session], clock: Clock | None = None,
+           loop: LoopHandle | None = None) -> Context:
+        return cls(ConfigRef(config), sessions, clock or SystemClock(), loop or NoLoop())
+
+    @property
+    def config(self) -> Config:
+        return self.settings.current
+
+    @property
+    def last_cycle(self) -> CycleResult | None:
+        return self.loop.last_cycle()
+
+    def wake(self) -> None:
+        self.loop.wake()
 
     def require_admin(self, caller: Caller, what: str) -> None:
         if not caller.admin:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from ds01q import accounting, store
+from ds01q import accounting
+from ds01q.db import store
 from ds01q.errors import RequestError
-from ds01q.models import Job
+from ds01q.db.models import Job
 from ds01q.services.context import Caller, Context
 from ds01q.services.views import job_dict
-from ds01q.state import transition
-from ds01q.types import JobState
+from ds01q.db.jobstate import request_stop, transition
+from ds01q.types import JobState, StopOutcome
 from ds01q.units import parse_duration
 
 MAX_IDS = 1000
@@ -47,7 +48,7 @@ def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any
         jobs = store.jobs_in(session, store.ACTIVE)
     if a.get("user"):
         jobs = [j for j in jobs if j.user == a["user"]]
-    order = {"RUNNING": 0, "STARTING": 0, "PENDING": 1, "HELD": 2}
+    order = {"RUNNING": 0, "STARTING": 0, "STOPPING": 0, "PENDING": 1, "HELD": 2}
     jobs.sort(key=lambda j: (order.get(j.state, 3), -(j.priority or 0) if j.state == "PENDING" else 0, j.id))
     return _views(ctx, caller, jobs, events=False)
 
@@ -87,14 +88,9 @@ def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, An
         with ctx.sessions.begin() as session:
             job = store.get_job(session, job_id)
             ctx.require_owner(caller, job.user, f"cancel job {job_id}")
-            now, state = ctx.clock.now(), JobState(job.state)
-            if state in (JobState.PENDING, JobState.HELD, JobState.PREEMPTED):
-                transition(session, job, JobState.CANCELLED, at=now, by=caller.user, reason="cancelled")
-            elif state.holds_slices:
-                job.cancel_requested = True
-                job.end_state = JobState.CANCELLED.value
-                session.add(job)
-            results.append({"id": job_id, "state": job.state, "cancel_requested": job.cancel_requested})
+            state = request_stop(session, job, StopOutcome.CANCELLED, at=ctx.clock.now(), by=caller.user,
+                                 detail=f"cancelled by {caller.user}")
+            results.append({"id": job_id, "state": state.value, "cancel_requested": state == JobState.STOPPING})
     ctx.wake()
     return results
 
@@ -140,8 +136,6 @@ def hold(ctx: Context, caller: Caller, a: dict[str, Any], release: bool) -> list
                                    f"{'released' if release else 'held'}")
             transition(session, job, to, at=ctx.clock.now(), by=caller.user,
                        reason="released by admin" if release else "held by admin")
-            job.held = not release
-            job.reason = "Priority" if release else "Held"
             out.append({"id": job_id, "state": job.state})
     ctx.wake()
     return out
@@ -156,8 +150,7 @@ def requeue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, A
             job = store.get_job(session, job_id)
             if not JobState(job.state).holds_slices:
                 raise RequestError(f"job {job_id} is {job.state}; only running jobs can be requeued")
-            job.cancel_requested = True
-            job.end_state = JobState.PREEMPTED.value
-            out.append({"id": job_id, "state": job.state})
+            state = request_stop(session, job, StopOutcome.ADMIN_REQUEUE, at=ctx.clock.now(), by=caller.user)
+            out.append({"id": job_id, "state": state.value})
     ctx.wake()
     return out

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ds01q import store
+from ds01q.db import store
 from ds01q.errors import InventoryError, NotFound, RequestError
-from ds01q.mig.controller import MigController
+from ds01q.mig.smi import MigController
 from ds01q.mig.planner import ANY, Plan, make_plan
 from ds01q.services.context import Caller, Context
-from ds01q.services.inventory import set_drain
-from ds01q.types import FULL_PROFILE, JobState, RequestKind
+from ds01q.inventory.sync import set_drain
+from ds01q.db.jobstate import request_stop
+from ds01q.types import FULL_PROFILE, JobState, RequestKind, StopOutcome
 from ds01q.units import parse_duration
 
 
@@ -84,7 +85,7 @@ def apply(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
             set_drain(session, gpu, True, f"mig apply failed: {str(e).splitlines()[0] if str(e) else e}",
                       at=ctx.clock.now(), by=caller.user)
         raise
-    result = ctx.refresh_inventory() if ctx.refresh_inventory else {}
+    result = ctx.loop.refresh_inventory()
     with ctx.sessions.begin() as session:
         set_drain(session, gpu, False, None, at=ctx.clock.now(), by=caller.user)
     ctx.wake()
@@ -100,9 +101,8 @@ def _empty_gpu(ctx: Context, gpu: str, force: bool, timeout: float) -> None:
             ids = sorted({al.job_id for al in store.active_allocations(session) if al.gpu_uuid == gpu})
             if force and ids and not requeued:
                 for job_id in ids:
-                    job = store.get_job(session, job_id)
-                    job.cancel_requested = True
-                    job.end_state = JobState.PREEMPTED.value
+                    request_stop(session, store.get_job(session, job_id), StopOutcome.LAYOUT_CHANGE,
+                                 at=ctx.clock.now(), by="ds01q", detail=f"mig apply --force on {gpu}")
                 requeued = True
         if not ids:
             return

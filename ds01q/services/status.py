@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ds01q import store
+from ds01q.db import store
 from ds01q.errors import RequestError
-from ds01q.services.context import Caller, Context
-from ds01q.services.inventory import set_drain
-from ds01q.services.views import iso
+from ds01q.services.context import Caller, Context, NoLoop
+from ds01q.inventory.sync import set_drain
+from ds01q.units import iso
 from ds01q.types import JobState
 from ds01q.units import format_duration
 
@@ -82,6 +82,6 @@ def drain(ctx: Context, caller: Caller, a: dict[str, Any], on: bool) -> dict[str
 
 def refresh(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     ctx.require_admin(caller, "ds01q admin inventory refresh")
-    if ctx.refresh_inventory is None:
+    if isinstance(ctx.loop, NoLoop):
         raise RequestError("the inventory cannot be refreshed: no controller is running")
-    return ctx.refresh_inventory()
+    return ctx.loop.refresh_inventory()

@@ -6,14 +6,14 @@ import os
 import re
 from typing import Any
 
-from ds01q import store
+from ds01q.db import store
 from ds01q.errors import LimitError, RequestError
-from ds01q.models import Job, JobEvent
+from ds01q.db.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
-from ds01q.services.inventory import known_profiles, possible_profiles, slice_infos
-from ds01q.state import transition
-from ds01q.types import JobState, RequestKind, ResourceRequest
+from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
+from ds01q.db.jobstate import transition
+from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
 
 MAX_SCRIPT = 1024 * 1024
@@ -129,11 +129,11 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
                                  f"is {limits.max_queued_jobs}")
         now = ctx.clock.now()
         job = Job(name=name, user=caller.user, uid=caller.uid, gid=caller.gid, group=group.name,
-                  state=JobState.PENDING.value, reason="Priority", interactive=interactive,
+                  state=JobState.PENDING.value, reason=Reason.PRIORITY, interactive=interactive,
                   request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
                   time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
                   args=json.dumps(argv), workdir=workdir, env=json.dumps(env), submitted_at=now, nice=nice,
-                  requeue_on_layout_change=bool(a.get("requeue", not interactive)), held=bool(a.get("hold")))
+                  requeue_on_layout_change=bool(a.get("requeue", not interactive)))
         session.add(job)
         session.flush()
         out = _str(a, "output") or f"ds01q-{job.id}.out"
@@ -141,9 +141,8 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         session.add(job)
         session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
                              by=caller.user))
-        if job.held:
+        if a.get("hold"):
             transition(session, job, JobState.HELD, at=now, by=caller.user, reason="submitted held")
-            job.reason = "Held"
         job_id = job.id
     ctx.wake()
     return {"id": job_id, "time_limit": format_duration(time_s)}

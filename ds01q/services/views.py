@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
-from ds01q.models import Job, JobEvent
-
-
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+from ds01q.db.models import Job, JobEvent
+from ds01q.units import iso
 
 
 def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, private: bool) -> dict[str, Any]:
@@ -21,8 +15,10 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
         "user": job.user,
         "group": job.group,
         "state": job.state,
-        "reason": job.reason,
+        "reason": job.reason.value if job.reason else job.end_reason,
         "reason_detail": job.reason_detail,
+        "end_reason": job.end_reason,
+        "stop_outcome": job.stop_outcome.value if job.stop_outcome else None,
         "exit_code": job.exit_code,
         "priority": round(job.priority or 0.0, 3),
         "request": json.loads(job.request),
@@ -39,7 +35,7 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
         "ended_at": iso(job.ended_at),
         "estimated_start": iso(job.estimated_start),
         "requeue_count": job.requeue_count,
-        "held": job.held,
+        "held": job.state == "HELD",
         "node": job.node,
     }
     if private:

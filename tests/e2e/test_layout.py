@@ -27,9 +27,15 @@ def test_removed_busy_slice_fails_job_which_requeues_and_runs_elsewhere(daemon: 
     assert r.json()["removed"] == [GONE] and r.json()["failed_jobs"] == [victim]
     ev = daemon.cli_json("root", "status")["events"]
     assert [(e["kind"], e["uuid"]) for e in ev if e["kind"] == "removed"] == [("removed", GONE)]
-    assert f"job {victim} ended NODE_FAIL" in ev[-1]["detail"]
-    job = daemon.show(victim)
-    states = [(e["state"], e["reason"]) for e in job["events"]]
+    assert f"job {victim} stops (NODE_FAIL)" in ev[-1]["detail"]
+    deadline = time.monotonic() + 20  # the old container is stopped first, then the job ends and requeues
+    while True:
+        job = daemon.show(victim)
+        states = [(e["state"], e["reason"]) for e in job["events"]]
+        if any(s == "NODE_FAIL" for s, _ in states) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ("STOPPING", "stop requested: mig layout changed: its slice is gone") in states
     assert ("NODE_FAIL", "mig layout changed") in states
     assert job["state"] in ("PENDING", "STARTING", "RUNNING")
     assert job["requeue_count"] == 1
@@ -92,7 +98,7 @@ def test_nvml_inventory_and_layout_change_under_a_real_container(make_daemon, mo
     old = job["slices"][0]
     fake.set_layout(0, ["3g.20gb", "3g.20gb"])  # the admin re-cuts the GPU under the job
     job = d.wait_state(job_id, "PENDING", timeout=15)
-    assert ("NODE_FAIL", "mig layout changed") in [(e["state"], e["reason"]) for e in job["events"]]
+    assert ("NODE_FAIL", "mig layout changed") in [(e["state"], e["reason"]) for e in job["events"]], job
     deadline = time.monotonic() + 15
     while d.containers(job_id) and time.monotonic() < deadline:
         time.sleep(0.2)

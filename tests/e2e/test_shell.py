@@ -18,7 +18,7 @@ import pexpect
 import pexpect.fdpexpect
 import pytest
 
-from ds01q.client import Client
+from ds01q.client.api import Client
 from tests.support import Daemon, base_config, ensure_user
 
 pytestmark = pytest.mark.docker
@@ -259,31 +259,3 @@ def test_cancel_ends_an_attached_shell(daemon: Daemon, terms: Callable[..., Term
     assert slice_state(daemon, uuid) == "free"
     gone = daemon.cli("ds01q-stu1", "attach", str(job_id))
     assert gone.rc != 0 and f"job {job_id} is CANCELLED; attach works while it is RUNNING" in gone.err, gone
-
-
-def test_detach_keys_and_framing_between_client_and_daemon() -> None:
-    import click
-
-    from ds01q import protocol as relay
-    from ds01q.cli import shell as cli_shell
-
-    keys = cli_shell.parse_detach_keys("ctrl-p,ctrl-q")
-    assert keys == b"\x10\x11" and cli_shell.describe_keys(keys) == "Ctrl-P Ctrl-Q"
-    m = cli_shell.DetachMatcher(keys)
-    assert m.feed(b"ls\x10") == (b"ls", False)  # a possible start is held back
-    assert m.feed(b"x") == (b"\x10x", False)  # ... and passed on when the sequence breaks
-    assert m.feed(b"\x10\x10") == (b"\x10", False)
-    assert m.feed(b"\x11") == (b"", True)
-    assert cli_shell.DetachMatcher(cli_shell.parse_detach_keys("ctrl-],d")).feed(b"a\x1dd") == (b"a", True)
-    for bad in ("ctrl-", "ctrl-pq", "", "alt-x"):
-        with pytest.raises(click.BadParameter):
-            cli_shell.parse_detach_keys(bad)
-    wire = relay.frame(b"D", b"echo hi\r") + relay.frame(b"R", relay.pack_size(40, 132))
-    r = relay.FrameReader(wire[:7])
-    assert list(r.frames()) == []
-    r.feed(wire[7:])
-    assert list(r.frames()) == [(b"D", b"echo hi\r"), (b"R", relay.SIZE.pack(40, 132))]
-    back = relay.FrameReader(relay.frame(relay.EXIT, b'{"exit_code": 7}'))
-    assert list(back.frames()) == [(b"E", b'{"exit_code": 7}')]
-    with pytest.raises(ValueError):
-        list(relay.FrameReader(relay.HEADER.pack(b"D", relay.MAX_PAYLOAD + 1)).frames())

@@ -2,32 +2,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from ds01q import store
-from ds01q.db import make_engine, make_sessionmaker, upgrade
-from ds01q.models import Job, JobEvent, Slice
-from ds01q.state import transition
+from ds01q.db import store
+from ds01q.db.engine import make_engine, make_sessionmaker, upgrade
+from ds01q.db.models import Job, JobEvent, Slice
+from ds01q.db.jobstate import transition
 from ds01q.types import JobState
-
-
-def postgres_url() -> str:
-    """A fresh database on the local PostgreSQL (started by scripts/ci-services.sh --all), as role root."""
-    def psql(sql: str, db: str = "postgres") -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-d", db, "-c", sql], check=True,
-                       capture_output=True)
-
-    if subprocess.run(["pg_isready", "-q"], capture_output=True).returncode != 0:
-        pytest.fail("PostgreSQL is not running: run scripts/ci-services.sh --all (the README test command does)")
-    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-c", "CREATE ROLE root SUPERUSER LOGIN"],
-                   capture_output=True)
-    psql("DROP DATABASE IF EXISTS ds01q_test")
-    psql("CREATE DATABASE ds01q_test OWNER root")
-    return "postgresql+psycopg2://root@/ds01q_test?host=/var/run/postgresql"
+from tests.dbs import postgres_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -105,16 +90,3 @@ def test_transition_writes_an_event_and_refuses_illegal_edges(sessions):
         assert job.started_at == 3.0 and job.ended_at == 4.0
         with pytest.raises(RequestError, match="cannot go from COMPLETED to RUNNING"):
             transition(s, job, JobState.RUNNING, at=5.0, by="x")
-
-
-def test_usage_decays_with_half_life(sessions):
-    with sessions.begin() as s:
-        sl = _slice(s)
-        job = _job(s, "alice")
-        store.allocate(s, job, [sl], at=0.0)
-        store.release(s, job.id, at=100.0)
-    with sessions() as s:
-        fresh = store.usage_by_user(s, now=100.0, halflife_s=1e9)["alice"]
-        later = store.usage_by_user(s, now=100.0 + 3600, halflife_s=3600)["alice"]
-    assert fresh == pytest.approx(100 * 2 / 7, rel=1e-3)
-    assert later == pytest.approx(fresh / 2, rel=0.02)

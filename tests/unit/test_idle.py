@@ -10,14 +10,15 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.clock import FakeClock
-from ds01q.config import from_dict
-from ds01q.controller.dispatch import final_state
+from ds01q.config import ConfigRef, from_dict
+from ds01q.controller.deps import LoopDeps
+from ds01q.db.jobstate import outcome_of
 from ds01q.controller.idle import IDLE_REASON, IdleTracker, check_idle, gpu_busy_by_uuid
-from ds01q.db import make_engine, make_sessionmaker
+from ds01q.db.engine import make_engine, make_sessionmaker
 from ds01q.errors import ExecutorError
 from ds01q.executors.base import ExitInfo, Handle, Usage
-from ds01q.models import Allocation, Base, Job
-from ds01q.services.context import Context
+from ds01q.db.models import Allocation, Base, Job
+from ds01q.types import StopOutcome
 
 T0 = 1_800_000_000.0
 WHOLE_GPU = "GPU-00000000-0000-0000-0000-000000000002"
@@ -117,12 +118,12 @@ def test_gpu_busy_by_uuid_uses_only_reported_utilisation() -> None:
     assert got == {"GPU-a": True, "GPU-b": False}
 
 
-def test_final_state_keeps_the_idle_reason() -> None:
-    job = Job(end_state="CANCELLED", reason=IDLE_REASON)
-    state, reason = final_state(job, ExitInfo(0, False, None, None, None))
+def test_an_idle_stop_ends_cancelled_with_its_reason() -> None:
+    job = Job(stop_outcome=StopOutcome.IDLE, end_reason=IDLE_REASON)
+    state, reason = outcome_of(job, 0, False)
     assert (state.value, reason) == ("CANCELLED", "idle timeout")
-    job = Job(end_state="CANCELLED", reason=None)
-    assert final_state(job, ExitInfo(0, False, None, None, None))[1] == "cancelled"
+    job = Job(stop_outcome=StopOutcome.CANCELLED, end_reason=None)
+    assert outcome_of(job, 0, False)[1] == "cancelled"
 
 
 # ---------------------------------------------------------------- check_idle with a database
@@ -149,13 +150,22 @@ def db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def make_ctx(db: sessionmaker[Session], clock: FakeClock) -> Context:
+class Env:
+    """The idle check's dependencies, with the relay's terminal count as a plain dict."""
+
+    def __init__(self, db: sessionmaker[Session], clock: FakeClock, cfg: object, ex: FakeExecutor) -> None:
+        self.attached: dict[int, int] = {}
+        self.deps = LoopDeps(settings=ConfigRef(cfg), sessions=db, executor=ex, clock=clock,  # type: ignore[arg-type]
+                             terminals=lambda job_id: self.attached.get(job_id, 0))
+
+
+def make_ctx(db: sessionmaker[Session], clock: FakeClock, ex: FakeExecutor) -> Env:
     cfg = from_dict({"default_group": "student",
                      "groups": {"student": {"idle_timeout": "10s"}, "staff": {}},
                      "users": {"bob": {"group": "staff"}},
                      "lifecycle": {"exempt_users": ["carol"]},
                      "inventory": {"source": "static", "gpus": []}})
-    return Context(config=cfg, sessions=db, clock=clock)
+    return Env(db, clock, cfg, ex)
 
 
 def add_job(db: sessionmaker[Session], user: str = "alice", group: str = "student", interactive: bool = True,
@@ -179,33 +189,35 @@ def row(db: sessionmaker[Session], job_id: int) -> Job:
         return job
 
 
-def run_for(ctx: Context, ex: FakeExecutor, t: IdleTracker, clock: FakeClock, seconds: int) -> list[tuple[int, str]]:
-    stopped: list[tuple[int, str]] = []
+def run_for(ctx: Env, ex: FakeExecutor, t: IdleTracker, clock: FakeClock, seconds: int) -> list[int]:
+    stopped: list[int] = []
     for _ in range(seconds):
-        stopped += check_idle(ctx, ex, t, clock.now())
+        stopped += check_idle(ctx.deps, t, clock.now())
         clock.advance(1)
     return stopped
 
 
 def test_check_idle_warns_then_stops_an_idle_session(db: sessionmaker[Session]) -> None:
     clock = FakeClock(T0)
-    ctx, ex, t = make_ctx(db, clock), FakeExecutor(), IdleTracker(window_s=5)
+    ex, t = FakeExecutor(), IdleTracker(window_s=5)
+    ctx = make_ctx(db, clock, ex)
     job_id = add_job(db)
     assert run_for(ctx, ex, t, clock, 5) == []
     warned = row(db, job_id)
     assert warned.reason_detail == "idle: stops at 2027-01-15T08:00:10Z"
-    assert not warned.cancel_requested
+    assert warned.state == "RUNNING"
     stopped = run_for(ctx, ex, t, clock, 6)
-    assert stopped == [(job_id, warned.container)]
+    assert stopped == [job_id]
     done = row(db, job_id)
-    assert done.cancel_requested and done.end_state == "CANCELLED" and done.reason == IDLE_REASON
-    assert done.reason_detail is not None and done.reason_detail.startswith("idle timeout")
+    assert done.state == "STOPPING" and done.stop_outcome == StopOutcome.IDLE
+    assert done.end_reason == IDLE_REASON
     assert run_for(ctx, ex, t, clock, 3) == []  # marked once; the controller stops it
 
 
 def test_a_terminal_or_cpu_clears_the_warning_and_keeps_it_running(db: sessionmaker[Session]) -> None:
     clock = FakeClock(T0)
-    ctx, ex, t = make_ctx(db, clock), FakeExecutor(), IdleTracker(window_s=5)
+    ex, t = FakeExecutor(), IdleTracker(window_s=5)
+    ctx = make_ctx(db, clock, ex)
     job_id = add_job(db)
     run_for(ctx, ex, t, clock, 5)
     assert row(db, job_id).reason_detail is not None
@@ -217,24 +229,26 @@ def test_a_terminal_or_cpu_clears_the_warning_and_keeps_it_running(db: sessionma
         ex.cpu[job_id] = ex.cpu.get(job_id, 0.0) + 0.5
         assert run_for(ctx, ex, t, clock, 1) == []
     assert row(db, job_id).reason_detail is None
-    assert not row(db, job_id).cancel_requested
+    assert row(db, job_id).state == "RUNNING"
 
 
 def test_exempt_users_groups_without_timeout_and_batch_jobs_are_never_stopped(db: sessionmaker[Session]) -> None:
     clock = FakeClock(T0)
-    ctx, ex, t = make_ctx(db, clock), FakeExecutor(), IdleTracker(window_s=5)
+    ex, t = FakeExecutor(), IdleTracker(window_s=5)
+    ctx = make_ctx(db, clock, ex)
     exempt = add_job(db, user="carol", detail="idle: stops at 2027-01-15T08:00:10Z")  # a stale warning
     no_timeout = add_job(db, user="bob", group="staff")
     batch = add_job(db, interactive=False)
     assert run_for(ctx, ex, t, clock, 60) == []
     assert row(db, exempt).reason_detail is None
-    assert all(not row(db, j).cancel_requested for j in (exempt, no_timeout, batch))
+    assert all(row(db, j).state == "RUNNING" for j in (exempt, no_timeout, batch))
 
 
 def test_other_reason_details_are_left_alone_and_gone_or_unreadable_containers_skipped(
         db: sessionmaker[Session]) -> None:
     clock = FakeClock(T0)
-    ctx, ex, t = make_ctx(db, clock), FakeExecutor(), IdleTracker(window_s=5)
+    ex, t = FakeExecutor(), IdleTracker(window_s=5)
+    ctx = make_ctx(db, clock, ex)
     noted = add_job(db, user="alice", detail="moved by admin")
     gone = add_job(db, user="dave")
     broken = add_job(db, user="erin")
@@ -242,8 +256,8 @@ def test_other_reason_details_are_left_alone_and_gone_or_unreadable_containers_s
     ex.broken.add(broken)
     run_for(ctx, ex, t, clock, 5)
     assert row(db, noted).reason_detail == "moved by admin"
-    assert [j for j, _ in run_for(ctx, ex, t, clock, 10)] == [noted]
-    assert not row(db, gone).cancel_requested and not row(db, broken).cancel_requested
+    assert run_for(ctx, ex, t, clock, 10) == [noted]
+    assert row(db, gone).state == row(db, broken).state == "RUNNING"
 
 
 def test_a_busy_whole_gpu_keeps_the_session_but_mig_has_no_reading(db: sessionmaker[Session]) -> None:
@@ -253,7 +267,8 @@ def test_a_busy_whole_gpu_keeps_the_session_but_mig_has_no_reading(db: sessionma
         utilization: float | None
 
     clock = FakeClock(T0)
-    ctx, ex, t = make_ctx(db, clock), FakeExecutor(), IdleTracker(window_s=5)
+    ex, t = FakeExecutor(), IdleTracker(window_s=5)
+    ctx = make_ctx(db, clock, ex)
     on_gpu = add_job(db, user="alice", slice_uuid=WHOLE_GPU)
     on_mig = add_job(db, user="dave", slice_uuid=MIG)
     gpu = [Reading(WHOLE_GPU, 87.0), Reading("GPU-00000000-0000-0000-0000-000000000001", None)]
@@ -265,8 +280,8 @@ def test_a_busy_whole_gpu_keeps_the_session_but_mig_has_no_reading(db: sessionma
 
     stopped = []
     for _ in range(15):
-        stopped += check_idle(ctx, ex, t, clock.now(), gpu_reader=reader)
+        stopped += check_idle(ctx.deps, t, clock.now(), gpu_reader=reader)
         clock.advance(1)
-    assert [j for j, _ in stopped] == [on_mig]
-    assert not row(db, on_gpu).cancel_requested
+    assert stopped == [on_mig]
+    assert row(db, on_gpu).state == "RUNNING"
     assert len(reads) == 3  # NVML is read every 5 s, not every tick

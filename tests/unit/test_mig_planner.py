@@ -1,4 +1,4 @@
-"""Layout planning, nvidia-smi commands and the controller (ds01q.mig.planner, ds01q.mig.controller)."""
+"""Layout planning, nvidia-smi commands and the controller (ds01q.mig.planner, ds01q.mig.smi)."""
 from __future__ import annotations
 
 import subprocess

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ds01q.simulate import jain_index, load_trace, simulate, time_limits
+from ds01q.tools.simulate import jain_index, load_trace, simulate, time_limits
 
 REAL_TRACE = "/work/shared/traces/elasticflow-itp/cluster05.csv"
 

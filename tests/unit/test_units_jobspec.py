@@ -1,7 +1,7 @@
 import pytest
 
 from ds01q.errors import RequestError
-from ds01q.jobspec import parse_directives
+from ds01q.client.directives import parse_directives
 from ds01q.units import format_duration, parse_duration, parse_size
 
 

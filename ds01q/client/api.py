@@ -1,0 +1,168 @@
+"""``ds01q.Client``: the thin client of the daemon's socket. The CLI uses it too."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Iterator, Sequence
+
+from ds01q import protocol
+from ds01q.errors import BY_CODE, Ds01qError, RequestError, ServerUnavailable
+from ds01q.types import FINAL_NAMES
+from ds01q.client.directives import gres as parse_gres
+from ds01q.client.directives import parse_directives
+
+DEFAULT_SOCKET = "/run/ds01q/ds01q.sock"
+DEFAULT_CONFIG = "/etc/ds01q/ds01q.yaml"
+FINAL = FINAL_NAMES  # one definition, in the leaf types module
+# The CLI's exit code for a job that ended without its own exit code (shell conventions: 128+signal).
+EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
+
+
+def socket_path(config_path: str | None = None) -> str:
+    if os.environ.get("DS01Q_SOCKET"):
+        return os.environ["DS01Q_SOCKET"]
+    path = config_path or os.environ.get("DS01Q_CONFIG") or DEFAULT_CONFIG
+    try:
+        import yaml
+
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        sock = (data.get("server") or {}).get("socket") if isinstance(data, dict) else None
+        return str(sock) if sock else DEFAULT_SOCKET
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_SOCKET
+    except Exception:  # a YAML error: the server reports it; the client falls back
+        return DEFAULT_SOCKET
+
+
+def connect(path: str, timeout: float | None = None) -> socket.socket:
+    """A connected socket to the daemon, or a one-line ServerUnavailable."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        s.close()
+        raise ServerUnavailable(f"no ds01q server on {path} (start `ds01q server`, or set DS01Q_SOCKET)") from None
+    except PermissionError:
+        s.close()
+        raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
+    return s
+
+
+def roundtrip(sock: socket.socket, reader: protocol.LineReader, op: str, args: dict[str, Any]) -> Any:
+    """Send one request and return its result; the daemon's error is raised as the same Ds01qError."""
+    try:
+        protocol.send(sock, {"op": op, "args": args})
+        resp = reader.read()
+    except (OSError, ValueError) as e:
+        raise ServerUnavailable(f"lost the connection to the ds01q server ({e})") from None
+    if resp is None:
+        raise ServerUnavailable("the ds01q server closed the connection")
+    if resp.get("ok"):
+        return resp.get("result")
+    err = resp.get("error") or {}
+    raise BY_CODE.get(err.get("code", "error"), Ds01qError)(err.get("message", "unknown error"))
+
+
+class Client:
+    """Talks to ``ds01q server`` over its Unix socket; identity comes from the kernel."""
+
+    def __init__(self, socket_path_: str | None = None, *, config: str | None = None, timeout: float = 60.0) -> None:
+        self.path = socket_path_ or socket_path(config)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: protocol.LineReader | None = None
+
+    # ------------------------------------------------------------ transport
+    def _connect(self) -> None:
+        s = connect(self.path, self.timeout)
+        self._sock, self._reader = s, protocol.LineReader(s)
+
+    def call(self, op: str, **args: Any) -> Any:
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None and self._reader is not None
+        try:
+            return roundtrip(self._sock, self._reader, op, args)
+        except ServerUnavailable:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._reader = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ operations
+    def submit(self, script: str | None, args: Sequence[str] = (), *, workdir: str | None = None,
+               interactive: bool = False, **options: Any) -> int:
+        """Queue a batch job (``script`` is a path) or, with ``interactive``, a shell. Options as in the CLI:
+        mig, gpus, gpu_mem, gres, cpus, mem, time, image, name, nice, env, output, hold. ``#DS01Q``/``#SBATCH``
+        lines in the script give defaults; explicit options win."""
+        req: dict[str, Any] = {}
+        if script is not None:
+            try:
+                with open(script, encoding="utf-8") as f:
+                    text = f.read(1024 * 1024 + 1)
+            except OSError as e:
+                raise RequestError(f"cannot read script {script}: {e.strerror}") from None
+            except UnicodeDecodeError:
+                raise RequestError(f"script {script} is not UTF-8 text") from None
+            if not text.strip():
+                raise RequestError(f"script {script} is empty")
+            req.update(parse_directives(text))
+            req.update(script=text, script_path=os.path.abspath(script))
+        if options.get("gres"):
+            options.update(parse_gres(options.pop("gres")))
+        options.pop("gres", None)
+        req.update({k: v for k, v in options.items() if v is not None})
+        req.update(args=list(args), workdir=workdir or os.getcwd(), interactive=interactive)
+        return int(self.call("submit", **req)["id"])
+
+    def queue(self, user: str | None = None) -> list[dict[str, Any]]:
+        return self.call("queue", user=user)  # type: ignore[no-any-return]
+
+    def show(self, job_id: int) -> dict[str, Any]:
+        return self.call("show", id=job_id)  # type: ignore[no-any-return]
+
+    def history(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.call("history", **filters)  # type: ignore[no-any-return]
+
+    def cancel(self, *job_ids: int) -> list[dict[str, Any]]:
+        return self.call("cancel", ids=list(job_ids))  # type: ignore[no-any-return]
+
+    def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+        offset = 0
+        while True:
+            r = self.call("logs", id=job_id, offset=offset)
+            if r["data"]:
+                yield r["data"]
+            offset = r["offset"]
+            if not follow or (r["final"] and not r["data"]):
+                return
+            if not r["data"]:
+                time.sleep(poll_s)
+
+    def wait(self, job_id: int, poll_s: float = 0.2, timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.show(job_id)
+            if job["state"] in FINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                return job
+            time.sleep(poll_s)
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")  # type: ignore[no-any-return]
+
+    def limits(self, user: str | None = None) -> dict[str, Any]:
+        return self.call("limits", user=user)  # type: ignore[no-any-return]

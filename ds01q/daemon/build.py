@@ -1,0 +1,83 @@
+"""Composition root of ``ds01q server``: config → database → executor → controller → socket."""
+from __future__ import annotations
+
+import logging
+import os
+
+from dataclasses import dataclass
+
+from ds01q.config import Config, ConfigRef, load
+from ds01q.controller import Controller
+from ds01q.controller.deps import LoopDeps
+from ds01q.daemon.relay.attach import RelayEnv
+from ds01q.daemon.relay.sessions import Terminals
+from ds01q.db.engine import make_engine, make_sessionmaker, upgrade
+from ds01q.errors import ExecutorError
+from ds01q.executors.base import Executor
+from ds01q.services.context import Context
+
+
+def db_upgrade(config_path: str | None) -> str:
+    cfg = load(config_path)
+    upgrade(cfg.database)
+    return cfg.database
+
+
+def make_executor(cfg: Config) -> tuple[Executor, str | None]:
+    """The configured executor and the cgroup driver to place containers under (None: no parent)."""
+    if cfg.executor.kind == "process":
+        from ds01q.executors.process import ProcessExecutor
+
+        return ProcessExecutor(state_dir=cfg.executor.state_dir), None
+    from ds01q.executors.docker import DockerExecutor
+
+    inst = cfg.executor.instance
+    ex = DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
+    driver = cfg.executor.cgroup_driver
+    if driver == "auto":
+        driver = ex.cgroup_driver()
+    return ex, (None if driver == "none" else driver)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """The built daemon: the services' context, the loop, and the terminal relay's needs."""
+
+    ctx: Context
+    controller: Controller
+    relay: RelayEnv
+
+
+def build(config_path: str | None) -> Daemon:
+    cfg = load(config_path)
+    upgrade(cfg.database)
+    settings = ConfigRef(cfg)
+    sessions = make_sessionmaker(make_engine(cfg.database))
+    try:
+        executor, driver = make_executor(cfg)
+    except ExecutorError:
+        raise
+    except Exception as e:
+        raise ExecutorError(f"cannot reach the Docker engine ({type(e).__name__}): start dockerd, "
+                            "or set executor.kind: process") from None
+    terminals = Terminals()
+    controller = Controller(LoopDeps(settings=settings, sessions=sessions, executor=executor,
+                                     terminals=terminals.count, cgroup_driver=driver))
+    ctx = Context(settings=settings, sessions=sessions, loop=controller)
+    controller.refresh_inventory(wait=False)
+    controller.reconcile_inventory(ctx.clock.now())  # the inventory is there before the first caller
+    return Daemon(ctx=ctx, controller=controller, relay=RelayEnv(ctx=ctx, executor=executor, terminals=terminals))
+
+
+def run(config_path: str | None, log_level: str = "INFO", metrics_port: int | None = None) -> None:
+    from ds01q.daemon.server import serve
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    daemon = build(config_path)
+    os.makedirs(daemon.ctx.config.executor.state_dir, exist_ok=True)
+    if metrics_port is not None:
+        from ds01q.daemon.metrics import start_exporter
+
+        start_exporter(daemon.ctx, metrics_port)
+    serve(daemon)

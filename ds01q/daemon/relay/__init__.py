@@ -1,0 +1,1 @@
+"""The daemon half of the terminal relay: ``ds01q shell``/``attach`` over the socket."""

@@ -1,0 +1,154 @@
+"""`ds01q server`: the Unix-socket front of the daemon. Each caller's identity comes
+from the kernel (SO_PEERCRED); the socket itself is world-connectable (0666)."""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import signal
+import socket
+import socketserver
+import struct
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from ds01q import protocol
+from ds01q.daemon.relay import attach as relay
+from ds01q.errors import Ds01qError, RequestError
+from ds01q.services import Caller, Context, accounting, jobs, mig, status, submit
+
+if TYPE_CHECKING:
+    from ds01q.daemon.build import Daemon
+
+log = logging.getLogger("ds01q.daemon.server")
+Handler = Callable[[Context, Caller, dict[str, Any]], Any]
+
+OPS: dict[str, Handler] = {
+    "ping": lambda ctx, c, a: {"user": c.user, "uid": c.uid, "admin": c.admin},
+    "submit": submit.submit,
+    "queue": jobs.queue,
+    "show": jobs.show,
+    "history": jobs.history,
+    "cancel": jobs.cancel,
+    "logs": jobs.logs,
+    "status": status.status,
+    "limits": status.limits,
+    "admin.priority": jobs.set_priority,
+    "admin.hold": lambda ctx, c, a: jobs.hold(ctx, c, a, release=False),
+    "admin.release": lambda ctx, c, a: jobs.hold(ctx, c, a, release=True),
+    "admin.requeue": jobs.requeue,
+    "admin.drain": lambda ctx, c, a: status.drain(ctx, c, a, on=True),
+    "admin.resume": lambda ctx, c, a: status.drain(ctx, c, a, on=False),
+    "admin.refresh": status.refresh,
+    "admin.mig.plan": mig.plan,
+    "admin.mig.apply": mig.apply,
+    "report": accounting.report,
+    "admin.accounting.rollup": accounting.rollup_op,
+}
+
+
+def peer_caller(ctx: Context, sock: socket.socket) -> Caller:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, gid = struct.unpack("3i", creds)
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return Caller(uid=uid, gid=gid, user=user, admin=ctx.config.is_admin(user, uid))
+
+
+def handle(ctx: Context, caller: Caller, msg: dict[str, Any]) -> dict[str, Any]:
+    op, args = msg.get("op"), msg.get("args") or {}
+    fn = OPS.get(op) if isinstance(op, str) else None
+    if fn is None:
+        return protocol.error("request", f"unknown operation {op!r} (allowed: {', '.join(sorted(OPS))})")
+    if not isinstance(args, dict):
+        return protocol.error("request", "args must be a JSON object")
+    try:
+        return protocol.ok(fn(ctx, caller, args))
+    except Ds01qError as e:
+        return protocol.error(e.code, str(e))
+    except Exception as e:  # never a traceback to the client
+        log.exception("op %s failed", op)
+        return protocol.error("error", f"internal error in {op}: {type(e).__name__}: {e}".splitlines()[0])
+
+
+class _RequestHandler(socketserver.BaseRequestHandler):
+    server: "SocketServer"
+
+    def handle(self) -> None:
+        ctx = self.server.ctx
+        caller = peer_caller(ctx, self.request)
+        reader = protocol.LineReader(self.request)
+        while True:
+            try:
+                msg = reader.read()
+            except (ValueError, UnicodeDecodeError) as e:
+                protocol.send(self.request, protocol.error("request", f"malformed request: {e}"))
+                return
+            except OSError:
+                return
+            if msg is None:
+                return
+            if msg.get("op") == "attach":  # the connection now carries a terminal (ds01q.daemon.relay.attach)
+                relay.serve_attach(self.server.relay, caller, self.request, reader, msg.get("args") or {})
+                return
+            try:
+                protocol.send(self.request, handle(ctx, caller, msg))
+            except OSError:
+                return
+
+
+class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, path: str, ctx: Context, relay_env: relay.RelayEnv) -> None:
+        self.ctx = ctx
+        self.relay = relay_env
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+                raise RequestError(f"another ds01q server is already listening on {path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)
+            finally:
+                probe.close()
+        super().__init__(path, _RequestHandler)
+        os.chmod(path, 0o666)
+
+
+def start(daemon: Daemon) -> tuple[SocketServer, threading.Thread]:
+    """Bind the socket and start the controller loop in a thread."""
+    srv = SocketServer(daemon.ctx.config.socket, daemon.ctx, daemon.relay)
+    loop = threading.Thread(target=daemon.controller.run, name="ds01q-loop", daemon=True)
+    loop.start()
+    return srv, loop
+
+
+def shutdown(daemon: Daemon, srv: SocketServer) -> None:
+    srv.server_close()
+    try:
+        os.unlink(daemon.ctx.config.socket)
+    except OSError:
+        pass
+    daemon.controller.close()
+
+
+def serve(daemon: Daemon) -> None:
+    """Run the controller loop in a thread and the socket server in this one until SIGTERM/SIGINT."""
+    srv, _loop = start(daemon)
+
+    def stop(_sig: int, _frame: Any) -> None:
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda *_: daemon.controller.refresh_inventory(wait=False))
+    log.info("listening on %s", daemon.ctx.config.socket)
+    try:
+        srv.serve_forever(poll_interval=0.5)
+    finally:
+        shutdown(daemon, srv)

@@ -1,0 +1,55 @@
+"""Engine and session factory. SQLite runs in WAL mode with a busy timeout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str, **kw: object) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kw)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kw)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrations_dir() -> str:
+    """The Alembic scripts, shipped inside the package (``ds01q/db/migrations``)."""
+    here = Path(__file__).resolve().parent / "migrations"
+    if not (here / "env.py").exists():
+        raise FileNotFoundError(f"{here} is missing: reinstall ds01q (the migrations ship in the package)")
+    return str(here)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the Alembic chain up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", migrations_dir())
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    if url.startswith("sqlite:///"):
+        Path(url.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(cfg, revision)

@@ -1,0 +1,146 @@
+"""SQLAlchemy ORM tables. Schema changes go through Alembic (ds01q/db/migrations/, shipped in the package).
+
+The ``allocations`` table carries a partial unique index: at most one row per
+slice with ``released_at IS NULL``. The database itself refuses a double
+allocation, whatever the code above it does.
+"""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Enum, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ds01q.types import Reason, StopOutcome
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    user: Mapped[str] = mapped_column(String(128), index=True)
+    uid: Mapped[int] = mapped_column(Integer)
+    gid: Mapped[int] = mapped_column(Integer)
+    group: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # why a PENDING/HELD job waits (typed); why a job ended or was stopped (free text)
+    reason: Mapped[Reason | None] = mapped_column(
+        Enum(Reason, native_enum=False, length=32, validate_strings=True,
+             values_callable=lambda e: [m.value for m in e]), nullable=True)
+    reason_detail: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stop_outcome: Mapped[StopOutcome | None] = mapped_column(
+        Enum(StopOutcome, native_enum=False, length=16, validate_strings=True,
+             values_callable=lambda e: [m.value for m in e]), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    priority: Mapped[float] = mapped_column(Float, default=0.0)
+    boost: Mapped[int] = mapped_column(Integer, default=0)
+    nice: Mapped[int] = mapped_column(Integer, default=0)
+    interactive: Mapped[bool] = mapped_column(Boolean, default=False)
+    request: Mapped[str] = mapped_column(Text)  # JSON of ResourceRequest
+    cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mem_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    time_limit_s: Mapped[float] = mapped_column(Float)
+    image: Mapped[str] = mapped_column(String(400))
+    script: Mapped[str | None] = mapped_column(Text, nullable=True)
+    script_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    args: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    workdir: Mapped[str] = mapped_column(String(4096))
+    output_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    env: Mapped[str] = mapped_column(Text, default="{}")  # JSON, user-supplied extras
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    eligible_at: Mapped[float] = mapped_column(Float, default=0.0)
+    estimated_start: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requeue_count: Mapped[int] = mapped_column(Integer, default=0)
+    requeue_on_layout_change: Mapped[bool] = mapped_column(Boolean, default=True)
+    container: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    array_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    depends_on: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of job ids
+    cpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    by: Mapped[str] = mapped_column(String(128))
+
+
+class Gpu(Base):
+    __tablename__ = "gpus"
+
+    uuid: Mapped[str] = mapped_column(String(96), primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), default="local")
+    name: Mapped[str] = mapped_column(String(128))
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    mig_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    drain_reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    utilization: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Slice(Base):
+    __tablename__ = "slices"
+
+    uuid: Mapped[str] = mapped_column(String(96), primary_key=True)
+    gpu_uuid: Mapped[str] = mapped_column(String(96), index=True)
+    node: Mapped[str] = mapped_column(String(128), default="local")
+    profile: Mapped[str] = mapped_column(String(32))
+    compute_slices: Mapped[int] = mapped_column(Integer)
+    gpu_compute_slices: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    gpu_name: Mapped[str] = mapped_column(String(128), default="")
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    drain_reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # bumped each time the UUID (re)appears
+
+
+class Allocation(Base):
+    __tablename__ = "allocations"
+    __table_args__ = (
+        Index(
+            "uq_allocations_active_slice",
+            "slice_uuid",
+            unique=True,
+            sqlite_where=text("released_at IS NULL"),
+            postgresql_where=text("released_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    slice_uuid: Mapped[str] = mapped_column(String(96))
+    slice_generation: Mapped[int] = mapped_column(Integer, default=1)
+    profile: Mapped[str] = mapped_column(String(32))
+    gpu_uuid: Mapped[str] = mapped_column(String(96))
+    gpu_equiv: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    allocated_at: Mapped[float] = mapped_column(Float)
+    released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class InventoryEvent(Base):
+    """A change of the GPU inventory: a slice or GPU appeared, vanished, was drained or resumed."""
+
+    __tablename__ = "inventory_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # added | removed | drained | resumed
+    uuid: Mapped[str] = mapped_column(String(96))
+    detail: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    by: Mapped[str] = mapped_column(String(128))

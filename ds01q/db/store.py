@@ -1,0 +1,134 @@
+"""Queries and updates. Every function takes a Session and never commits:
+the caller (services / controller) owns the transaction."""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ds01q.errors import NotFound
+from ds01q.db.models import Allocation, Gpu, InventoryEvent, Job, JobEvent, Slice
+from ds01q.types import ACTIVE_NAMES, HOLDING_NAMES, ResourceRequest, SliceInfo
+
+ACTIVE = ACTIVE_NAMES
+HOLDING = HOLDING_NAMES
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def jobs_in(session: Session, states: Sequence[str]) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.state.in_(states)).order_by(Job.id)))
+
+
+def history(session: Session, *, user: str | None = None, states: Sequence[str] | None = None,
+            since: float | None = None, until: float | None = None, limit: int = 1000) -> list[Job]:
+    q = select(Job).where(Job.state.not_in(ACTIVE))
+    if user:
+        q = q.where(Job.user == user)
+    if states:
+        q = q.where(Job.state.in_(states))
+    if since is not None:
+        q = q.where(Job.submitted_at >= since)
+    if until is not None:
+        q = q.where(Job.submitted_at < until)
+    return list(session.scalars(q.order_by(Job.id.desc()).limit(limit)))
+
+
+def count_jobs(session: Session, user: str, states: Sequence[str]) -> int:
+    return int(session.scalar(select(func.count()).select_from(Job).where(Job.user == user, Job.state.in_(states))) or 0)
+
+
+def events_for(session: Session, job_ids: Iterable[int]) -> dict[int, list[JobEvent]]:
+    out: dict[int, list[JobEvent]] = {}
+    ids = list(job_ids)
+    if not ids:
+        return out
+    for ev in session.scalars(select(JobEvent).where(JobEvent.job_id.in_(ids)).order_by(JobEvent.id)):
+        out.setdefault(ev.job_id, []).append(ev)
+    return out
+
+
+def request_of(job: Job) -> ResourceRequest:
+    return ResourceRequest.from_dict(json.loads(job.request))
+
+
+# ----------------------------------------------------------------- slices
+def present_slices(session: Session) -> list[Slice]:
+    return list(session.scalars(select(Slice).where(Slice.present.is_(True)).order_by(Slice.uuid)))
+
+
+def all_gpus(session: Session) -> list[Gpu]:
+    return list(session.scalars(select(Gpu).order_by(Gpu.node, Gpu.index, Gpu.uuid)))
+
+
+def inventory_events(session: Session, limit: int = 20) -> list[InventoryEvent]:
+    """The newest inventory changes, oldest first."""
+    rows = session.scalars(select(InventoryEvent).order_by(InventoryEvent.id.desc()).limit(max(0, min(limit, 1000))))
+    return list(reversed(list(rows)))
+
+
+def slice_info(s: Slice, gpu_drained: bool = False) -> SliceInfo:
+    return SliceInfo(uuid=s.uuid, gpu_uuid=s.gpu_uuid, profile=s.profile, compute_slices=s.compute_slices,
+                     gpu_compute_slices=s.gpu_compute_slices, memory_mb=s.memory_mb, node=s.node,
+                     gpu_name=s.gpu_name, drained=s.drained or gpu_drained)
+
+
+# ----------------------------------------------------------------- allocations
+def active_allocations(session: Session) -> list[Allocation]:
+    return list(session.scalars(select(Allocation).where(Allocation.released_at.is_(None)).order_by(Allocation.id)))
+
+
+def allocations_of(session: Session, job_id: int, active_only: bool = True) -> list[Allocation]:
+    q = select(Allocation).where(Allocation.job_id == job_id)
+    if active_only:
+        q = q.where(Allocation.released_at.is_(None))
+    return list(session.scalars(q.order_by(Allocation.id)))
+
+
+def allocate(session: Session, job: Job, slices: Sequence[Slice], at: float) -> None:
+    """Insert one active allocation per slice; the partial unique index refuses a slice
+    that already has one (IntegrityError on flush)."""
+    for s in slices:
+        session.add(Allocation(job_id=job.id, slice_uuid=s.uuid, slice_generation=s.generation, profile=s.profile,
+                               gpu_uuid=s.gpu_uuid, gpu_equiv=slice_info(s).gpu_equiv, memory_mb=s.memory_mb,
+                               allocated_at=at))
+    session.flush()
+
+
+def release(session: Session, job_id: int, at: float) -> int:
+    res = session.execute(update(Allocation).where(Allocation.job_id == job_id, Allocation.released_at.is_(None))
+                          .values(released_at=at))
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def job_states(session: Session, job_ids: Iterable[int]) -> dict[int, str]:
+    """The current state of each of ``job_ids`` that exists."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    return {jid: st for jid, st in session.execute(select(Job.id, Job.state).where(Job.id.in_(ids)))}
+
+
+def slices_of(session: Session, job_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The slices of each job's latest allocation (its current run, or its last one)."""
+    out: dict[int, list[str]] = {}
+    ids = list(job_ids)
+    if not ids:
+        return out
+    q = (select(Allocation.job_id, Allocation.slice_uuid, Allocation.allocated_at)
+         .where(Allocation.job_id.in_(ids)).order_by(Allocation.id))
+    latest: dict[int, float] = {}
+    for jid, uuid, at in session.execute(q):  # only the latest run of a requeued job
+        if at > latest.get(jid, -1.0):
+            latest[jid] = at
+            out[jid] = []
+        if at == latest[jid]:
+            out[jid].append(uuid)
+    return out

@@ -1,0 +1,182 @@
+"""An in-memory executor for controller tests without Docker.
+
+One function decides what each launch does, like httpx's MockTransport::
+
+    def handler(spec: LaunchSpec) -> Outcome | None:
+        if spec.image == "broken":
+            raise ExecutorError("no such image")   # launch fails, nothing left behind
+        if spec.job_id == 3:
+            return 1                               # exits at once with code 1
+        return None                                # keeps running until the test ends it
+
+    ex = FakeExecutor(handler, clock=FakeClock())
+    h = ex.launch(spec)
+    ex.finish(h.job_id, exit_code=0)               # poll(h) now returns ExitInfo(0, ...)
+
+Every launch, stop and remove is recorded in ``calls`` as ``(name, job_id)``,
+failed ones too; ``fail_stops`` and ``fail_removes`` make the next N stops or
+removes raise ExecutorError.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ds01q.clock import Clock
+from ds01q.errors import ExecutorError
+from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
+from ds01q.types import Usage
+
+__all__ = ["LOST", "SIGTERM_EXIT", "FakeExecutor", "Outcome"]
+
+Outcome = ExitInfo | int
+"""What a handler returns for a job that ends at once: an ExitInfo, or just an exit code."""
+
+SIGTERM_EXIT = 143  # 128 + SIGTERM
+
+LOST = ExitInfo(exit_code=None, oom_killed=False, finished_at=None, cpu_s=None, max_rss_bytes=None,
+                error="container lost")
+"""What ``poll`` returns for a handle it does not know (never launched, or removed)."""
+
+
+def keep_running(spec: LaunchSpec) -> Outcome | None:
+    """The default handler: every job runs until the test finishes or stops it."""
+    return None
+
+
+@dataclass
+class _Job:
+    handle: Handle
+    cpu_s: float | None = None
+    exit: ExitInfo | None = None
+
+
+class FakeExecutor:
+    """Satisfies the ``Executor`` protocol; jobs live in a dict and end when told to."""
+
+    def __init__(self, handler: Callable[[LaunchSpec], Outcome | None] | None = None,
+                 clock: Clock | None = None) -> None:
+        self.handler = handler or keep_running
+        self.clock = clock
+        self.calls: list[tuple[str, int]] = []
+        self.specs: dict[int, LaunchSpec] = {}
+        self.fail_stops = 0
+        self.fail_removes = 0
+        self.closed = False
+        self.on_exit: Callable[[int], None] | None = None
+        self._jobs: dict[str, _Job] = {}  # by handle ref
+        self._launches: dict[int, int] = {}  # launch calls per job id
+        self._cpu: dict[int, float] = {}  # set_cpu values per job id
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ the Executor protocol
+    def launch(self, spec: LaunchSpec) -> Handle:
+        """Run the handler; ExecutorError from it propagates and leaves no job behind.
+
+        The handle's ref is ``fake-{job_id}-{n}``, n counting launch calls for that job id (from 1).
+        """
+        with self._lock:
+            self.calls.append(("launch", spec.job_id))
+            n = self._launches[spec.job_id] = self._launches.get(spec.job_id, 0) + 1
+        outcome = self.handler(spec)  # outside the lock: the handler may call back into us
+        handle = Handle(job_id=spec.job_id, ref=f"fake-{spec.job_id}-{n}")
+        with self._lock:
+            self.specs[spec.job_id] = spec
+            job = self._jobs[handle.ref] = _Job(handle, cpu_s=self._cpu.get(spec.job_id))
+            if outcome is not None:
+                job.exit = outcome if isinstance(outcome, ExitInfo) else self._exit_info(job, int(outcome))
+        if outcome is not None:
+            self._notify(spec.job_id)
+        return handle
+
+    def poll(self, handle: Handle) -> ExitInfo | None:
+        """None while the job runs, its ExitInfo once ended, ``LOST`` for an unknown handle."""
+        with self._lock:
+            job = self._jobs.get(handle.ref)
+            return LOST if job is None else job.exit
+
+    def stop(self, handle: Handle, grace_s: float) -> None:
+        """End a running job with exit code 143 and call the watch callback; no-op otherwise."""
+        with self._lock:
+            self.calls.append(("stop", handle.job_id))
+            if self.fail_stops > 0:
+                self.fail_stops -= 1
+                raise ExecutorError(f"fake: cannot stop {handle.ref}")
+            job = self._jobs.get(handle.ref)
+            if job is None or job.exit is not None:
+                return
+            job.exit = self._exit_info(job, SIGTERM_EXIT)
+        self._notify(handle.job_id)
+
+    def remove(self, handle: Handle) -> None:
+        """Forget the job (running or not); removing an unknown handle does nothing."""
+        with self._lock:
+            self.calls.append(("remove", handle.job_id))
+            if self.fail_removes > 0:
+                self.fail_removes -= 1
+                raise ExecutorError(f"fake: cannot remove {handle.ref}")
+            self._jobs.pop(handle.ref, None)
+
+    def sample(self, handle: Handle) -> Usage | None:
+        """Usage of a running job (cpu_s from ``set_cpu``, else 0); None once it ended or is unknown."""
+        with self._lock:
+            job = self._jobs.get(handle.ref)
+            if job is None or job.exit is not None:
+                return None
+            return Usage(cpu_s=job.cpu_s or 0.0, mem_bytes=0, max_rss_bytes=None)
+
+    def running(self) -> dict[int, Handle]:
+        """Jobs launched and not yet ended, by job id."""
+        with self._lock:
+            return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is None}
+
+    def watch(self, on_exit: Callable[[int], None]) -> None:
+        """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends."""
+        self.on_exit = on_exit
+
+    def close(self) -> None:
+        """Only sets ``closed``; jobs keep their state."""
+        self.closed = True
+
+    # ------------------------------------------------------------ test controls
+    def finish(self, job_id: int, exit_code: int = 0, oom: bool = False, cpu_s: float | None = None) -> None:
+        """End the running job ``job_id``; ``cpu_s`` defaults to the value from ``set_cpu`` (or None).
+
+        Raises KeyError if the job is not running.
+        """
+        with self._lock:
+            job = self._running_job(job_id)
+            if cpu_s is not None:
+                job.cpu_s = cpu_s
+            job.exit = self._exit_info(job, exit_code, oom)
+        self._notify(job_id)
+
+    def set_cpu(self, job_id: int, cpu_s: float) -> None:
+        """Set the CPU seconds that ``sample`` reports for ``job_id`` (now and for later launches)."""
+        with self._lock:
+            self._cpu[job_id] = cpu_s
+            for job in self._jobs.values():
+                if job.handle.job_id == job_id and job.exit is None:
+                    job.cpu_s = cpu_s
+
+    def exited(self) -> dict[int, Handle]:
+        """Jobs that ended but were not removed yet, by job id."""
+        with self._lock:
+            return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is not None}
+
+    # ------------------------------------------------------------ helpers
+    def _running_job(self, job_id: int) -> _Job:
+        for job in self._jobs.values():
+            if job.handle.job_id == job_id and job.exit is None:
+                return job
+        raise KeyError(f"job {job_id} is not running")
+
+    def _exit_info(self, job: _Job, exit_code: int, oom: bool = False) -> ExitInfo:
+        at = self.clock.now() if self.clock is not None else None
+        return ExitInfo(exit_code=exit_code, oom_killed=oom, finished_at=at, cpu_s=job.cpu_s, max_rss_bytes=None)
+
+    def _notify(self, job_id: int) -> None:
+        callback = self.on_exit
+        if callback is not None:
+            callback(job_id)

@@ -1,0 +1,1 @@
+"""Offline tools built on the daemon's own code (the trace simulator)."""
