@@ -33,7 +33,7 @@ class BenchDaemon:
         self.sock = str(self.root / "ds01q.sock")
         self.config = self.root / "ds01q.yaml"
         self.config.write_text(yaml.safe_dump({
-            "database": f"sqlite:///{self.root}/ds01q.db.engine",
+            "database": f"sqlite:///{self.root}/ds01q.db",
             "server": {"socket": self.sock, "tick": tick},
             "executor": {"kind": executor, "default_image": "ds01q/busybox:test", "state_dir": str(self.root / "st"),
                          "stop_grace": "1s", "allowed_roots": [str(self.root), "/tmp"],

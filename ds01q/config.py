@@ -333,7 +333,7 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
     lifecycle = _mapping(data, "lifecycle", "")
     return Config(
         path=path,
-        database=_get(data, "database", "", str, "sqlite:////var/lib/ds01q/ds01q.db.engine"),
+        database=_get(data, "database", "", str, "sqlite:////var/lib/ds01q/ds01q.db"),
         socket=os.environ.get("DS01Q_SOCKET") or _get(server, "socket", "server", str, DEFAULT_SOCKET),
         tick_s=_duration(server, "tick", "server") or 1.0,
         executor=_executor(_mapping(data, "executor", "")),

@@ -54,7 +54,7 @@ def ensure_user(name: str) -> pwd.struct_passwd:
 
 def base_config(root: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "database": f"sqlite:///{root}/ds01q.db.engine",
+        "database": f"sqlite:///{root}/ds01q.db",
         "server": {"socket": str(root / "ds01q.sock"), "tick": "1s"},
         "executor": {"kind": "docker", "default_image": "ds01q/busybox:test", "gpu_runtime": "none",
                      "state_dir": str(root / "state"), "stop_grace": "1s",

@@ -15,7 +15,7 @@ BURN = "#!/bin/sh\ntimeout 2 sh -c 'while :; do :; done'\nexit 0\n"
 
 
 def db_rows(daemon: Daemon, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{daemon.root / 'ds01q.db.engine'}?mode=ro", uri=True, timeout=10)
+    con = sqlite3.connect(f"file:{daemon.root / 'ds01q.db'}?mode=ro", uri=True, timeout=10)
     try:
         return con.execute(sql, args).fetchall()
     finally:
