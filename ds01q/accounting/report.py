@@ -30,7 +30,7 @@ from ds01q.accounting.rollup import (
     PERIODS, Buckets, Totals, floor_period, next_period, period_bounds, period_label, stream_runs,
 )
 from ds01q.db.models import Allocation, Job
-from ds01q.types import JobState
+from ds01q.types import HOLDING_NAMES, JobState
 
 __all__ = ["BY", "USAGE_KEYS", "ReportQuery", "build_report", "cover", "history_usage", "plot"]
 
@@ -147,8 +147,7 @@ def _from_rollups(session: Session, kind: str, starts: list[float], user: str | 
 
 
 def _live_runs(session: Session, now: float, user: str | None, cgroup_root: str) -> list[_Live]:
-    holding = (JobState.STARTING.value, JobState.RUNNING.value)
-    q = select(Job).where(Job.state.in_(holding), Job.started_at.is_not(None), Job.started_at < now)
+    q = select(Job).where(Job.state.in_(HOLDING_NAMES), Job.started_at.is_not(None), Job.started_at < now)
     if user is not None:
         q = q.where(Job.user == user)
     jobs = list(session.scalars(q))

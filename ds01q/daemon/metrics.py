@@ -15,7 +15,7 @@ MIG device index; join on ``mig_uuid`` for exact matches). ``gpu_i_id`` is empty
 ds01q's own:
 
     ds01q_up                                  1 when the database could be read
-    ds01q_queue_jobs{state,group}             PENDING | HELD | STARTING | RUNNING jobs
+    ds01q_queue_jobs{state,group}             PENDING | HELD | STARTING | RUNNING | STOPPING jobs
     ds01q_slices_allocated{profile}, ds01q_slices_free{profile}, ds01q_slices_drained{profile}
     ds01q_gpu_equivalents_capacity            present, undrained GPU-equivalents
     ds01q_group_gpu_equivalents{group}        in use per group
@@ -41,6 +41,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from ds01q.accounting.models import RollupWatermark
+from ds01q.types import ACTIVE_NAMES, HOLDING_NAMES
 from ds01q.db.models import Allocation, Gpu, Job, JobEvent, Slice
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["WAIT_BUCKETS", "DbCollector", "make_registry", "start_exporter"]
 
 log = logging.getLogger("ds01q.daemon.metrics")
-QUEUE_STATES = ("PENDING", "HELD", "STARTING", "RUNNING")
+QUEUE_STATES = ACTIVE_NAMES
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
                 86400.0, 259200.0)
 
@@ -202,10 +203,10 @@ class DbCollector(Collector):
 
     def _containers(self, s: Session) -> Metric:
         m = GaugeMetricFamily("ds01_containers_total", "ds01q job containers by status", labels=["status"])
-        counts = dict(s.execute(select(Job.state, func.count()).where(Job.state.in_(("STARTING", "RUNNING")))
+        counts = dict(s.execute(select(Job.state, func.count()).where(Job.state.in_(HOLDING_NAMES))
                                 .group_by(Job.state)).all())
-        m.add_metric(["running"], counts.get("RUNNING", 0))
-        m.add_metric(["starting"], counts.get("STARTING", 0))
+        for state in HOLDING_NAMES:
+            m.add_metric([state.lower()], counts.get(state, 0))
         return m
 
 
