@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ds01q.errors import Ds01qError
 from ds01q.scheduler.snapshot import CycleResult, PendingInfo
 from ds01q.types import Reason
 
@@ -54,8 +55,11 @@ class Health:
             with self._lock:
                 old = self.step_errors.get(step)
                 self.step_errors[step] = (now, text)
-            if old is None or old[1] != text:
-                log.exception("loop step %s failed", step)
+            if old is None or old[1] != text:  # once per new message, not every tick
+                if isinstance(e, Ds01qError):
+                    log.warning("loop step %s failed: %s", step, text)
+                else:
+                    log.exception("loop step %s failed", step)
             return None
         with self._lock:
             self.step_errors.pop(step, None)
