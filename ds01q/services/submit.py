@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,6 @@ from ds01q.db.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
-from ds01q.db.jobstate import transition
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
 
@@ -157,33 +156,44 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
     return Prepared(job, request, time_s, _str(a, "output"), bool(a.get("hold")))
 
 
-def _insert(ctx: Context, session: Session, caller: Caller, p: Prepared, key: str | None,
-            infos: list[Any], queued: list[int]) -> int:
-    """Check the hard limits and queue one prepared job in the caller's transaction."""
+def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepared],
+            keys: list[str | None]) -> list[int]:
+    """Check the hard limits and queue the prepared jobs in the caller's transaction, in bulk
+    (one multi-row INSERT … RETURNING, one UPDATE, one INSERT of events). A job submitted held
+    is inserted HELD with both its events: nobody else can see the row before it commits."""
     cfg = ctx.config
     group = cfg.group_of(caller.user)
     limits = cfg.limits_for(caller.user)
-    refusal = check_request(p.request, limits, tuple(infos), possible_profiles(infos), p.time_s, group.name)
-    if refusal:
-        raise LimitError(refusal)
+    infos = slice_infos(session)
+    possible = possible_profiles(infos)
+    for i, p in enumerate(prepared):
+        refusal = check_request(p.request, limits, tuple(infos), possible, p.time_s, group.name)
+        if refusal:
+            raise LimitError(refusal if len(prepared) == 1 else f"job {i}: {refusal}")
     if limits.max_queued_jobs is not None:
-        if not queued:
-            queued.append(store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value)))
-        if queued[0] >= limits.max_queued_jobs:
-            raise LimitError(f"you have {queued[0]} jobs queued; max_queued_jobs of group {group.name} "
-                             f"is {limits.max_queued_jobs}")
-        queued[0] += 1
+        queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
+        if queued + len(prepared) > limits.max_queued_jobs:
+            raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
+                             f"is {limits.max_queued_jobs}" + (f" ({len(prepared)} more asked)" if len(prepared) > 1
+                                                               else ""))
     now = ctx.clock.now()
-    job = Job(**p.job, submitted_at=now, submit_key=key)
-    session.add(job)
-    session.flush()
-    out = p.output or f"ds01q-{job.id}.out"
-    job.output_path = None if job.interactive else os.path.join(job.workdir, out.replace("%j", str(job.id)))
-    session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
-                         by=caller.user))
-    if p.hold:
-        transition(session, job, JobState.HELD, at=now, by=caller.user, reason="submitted held")
-    return job.id
+    rows = [{**p.job, "submitted_at": now, "submit_key": k, "state": JobState.HELD.value if p.hold else p.job["state"],
+             "reason": Reason.HELD if p.hold else p.job["reason"]} for p, k in zip(prepared, keys)]
+    ids = [int(r) for r in session.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), rows)]
+    outputs = []
+    events: list[dict[str, Any]] = []
+    for job_id, p in zip(ids, prepared):
+        if not p.job["interactive"]:
+            out = (p.output or f"ds01q-{job_id}.out").replace("%j", str(job_id))
+            outputs.append({"id": job_id, "output_path": os.path.join(p.job["workdir"], out)})
+        events.append(dict(job_id=job_id, at=now, state=JobState.PENDING.value, reason="submitted", by=caller.user))
+        if p.hold:
+            events.append(dict(job_id=job_id, at=now, state=JobState.HELD.value, reason="submitted held",
+                               by=caller.user))
+    if outputs:
+        session.execute(update(Job), outputs)
+    session.execute(insert(JobEvent), events)
+    return ids
 
 
 def _existing(ctx: Context, caller: Caller, keys: list[str]) -> dict[str, tuple[int, float]]:
@@ -201,7 +211,7 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     p = prepare(ctx, caller, a)
     try:
         with ctx.sessions.begin() as session:
-            job_id = _insert(ctx, session, caller, p, key, slice_infos(session), [])
+            (job_id,) = _insert(ctx, session, caller, [p], [key])
     except IntegrityError:  # the same key, submitted at the same moment: the first one won
         old = _existing(ctx, caller, [key]).get(key) if key is not None else None
         if old is None:
@@ -232,15 +242,9 @@ def submit_many(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, An
             prepared.append(prepare(ctx, caller, item))
         except RequestError as e:
             raise type(e)(f"job {i}: {e}") from None
-    ids: list[int] = []
     try:
         with ctx.sessions.begin() as session:
-            infos, queued = slice_infos(session), []
-            for i, (p, k) in enumerate(zip(prepared, keys)):
-                try:
-                    ids.append(_insert(ctx, session, caller, p, k, infos, queued))
-                except RequestError as e:
-                    raise type(e)(f"job {i}: {e}") from None
+            ids = _insert(ctx, session, caller, prepared, keys)
     except IntegrityError:
         old = _existing(ctx, caller, [k for k in keys if k]) if key is not None else {}
         if len(old) != len(items):
