@@ -341,7 +341,7 @@ class Controller:
                     return
                 allocs = store.allocations_of(session, job_id)
             try:  # building the spec (spooling the script, parsing its #!) is part of the launch
-                h = self.executor.launch(launch_spec(self.config, job, allocs, self.deps.cgroup_driver))
+                h = self.executor.launch(launch_spec(self.config, job, allocs, self._cgroup_driver()))
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
                 self._launch_failed(job_id, one_line(e), count=self._executor_reachable())
                 return
@@ -376,6 +376,11 @@ class Controller:
             self.health.executor_down(str(e), self.clock.now())
             return False
         return True
+
+    def _cgroup_driver(self) -> str | None:
+        """The configured driver; "auto" (the engine was down when the daemon started): the engine's."""
+        driver = self.deps.cgroup_driver
+        return self.executor.cgroup_driver() if driver == "auto" else driver  # type: ignore[attr-defined]
 
     def _launch_failed(self, job_id: int, msg: str, count: bool = True) -> None:
         with self.txn() as session:
