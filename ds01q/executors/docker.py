@@ -23,6 +23,7 @@ TTY execs of interactive shells live in docker_tty.py.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
@@ -67,6 +69,21 @@ __all__ = ["DockerExecutor", "parse_docker_time"]
 
 log = logging.getLogger(__name__)
 
+
+def _engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An engine that is down or restarting (socket gone, connection reset, read timeout) is an
+    ExecutorError like any other engine error, never a raw requests/OSError."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except (requests.exceptions.RequestException, ConnectionError, TimeoutError) as e:
+            raise ExecutorError(f"cannot reach the Docker engine: {one_line(e)}") from None
+
+    return wrapper
+
+
 class DockerExecutor:
     """Runs jobs as Docker containers. See the module docstring for the details."""
 
@@ -76,7 +93,7 @@ class DockerExecutor:
         try:
             self.client = client if client is not None else docker.from_env()
             info = self.client.info() if cgroup_driver is None else {}
-        except docker.errors.DockerException as e:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
         self._driver = cgroup_driver or str(info.get("CgroupDriver") or "cgroupfs")
         if self._driver not in ("cgroupfs", "systemd"):
@@ -126,6 +143,7 @@ class DockerExecutor:
         return create_kwargs(spec, command, env, name=self.container_name(spec.job_id, spec.attempt), labels=labels,
                              cgroup_parent=parent, init=self.init)
 
+    @_engine_errors
     def launch(self, spec: LaunchSpec) -> Handle:
         kwargs = self._create_kwargs(spec)
         job_cg = kwargs["labels"].get(LABEL_CGROUP)
@@ -239,6 +257,7 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------- contract
 
+    @_engine_errors
     def poll(self, handle: Handle) -> ExitInfo | None:
         attrs = self._inspect(handle)
         if attrs is None:
@@ -268,6 +287,7 @@ class DockerExecutor:
             started_at=parse_docker_time(state.get("StartedAt")),
         )
 
+    @_engine_errors
     def stop(self, handle: Handle, grace_s: float) -> None:
         attrs = self._inspect(handle)
         if attrs is None or attrs.get("State", {}).get("Status") not in ALIVE:
@@ -283,6 +303,7 @@ class DockerExecutor:
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
 
+    @_engine_errors
     def remove(self, handle: Handle) -> None:
         attrs = self._inspect(handle)
         job_cg = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_CGROUP) if attrs else None
@@ -293,6 +314,7 @@ class DockerExecutor:
             self._last.pop(handle.job_id, None)
             self._known.pop(handle.job_id, None)
 
+    @_engine_errors
     def sample(self, handle: Handle) -> Usage | None:
         with self._lock:
             known = self._known.get(handle.job_id)
@@ -317,6 +339,7 @@ class DockerExecutor:
                 self._last[handle.job_id] = usage
         return usage
 
+    @_engine_errors
     def running(self) -> dict[int, Handle]:
         try:
             containers = self.client.containers.list(all=True, sparse=True,
@@ -335,6 +358,7 @@ class DockerExecutor:
             out[job_id] = Handle(job_id, c.id)
         return out
 
+    @_engine_errors
     def containers(self) -> list[Found]:
         try:
             rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
