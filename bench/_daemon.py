@@ -45,6 +45,16 @@ class BenchDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BenchDaemon:
+        return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (its containers keep running)."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def start(self) -> BenchDaemon:
         log = open(self.root / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "ds01q.cli.main", "--config", str(self.config), "server",
                                       "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))

@@ -61,6 +61,7 @@ class Reason(str, enum.Enum):
     DRAINING = "Draining"
     DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
     NEVER_FITS = "NeverFits"
+    EXECUTOR_DOWN = "ExecutorDown"  # the Docker engine (or the executor) cannot be reached
 
 
 class StopOutcome(str, enum.Enum):

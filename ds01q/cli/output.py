@@ -120,6 +120,13 @@ def bar(compute: int, total: int, state: str) -> str:
 
 
 def status_view(st: dict[str, Any]) -> None:
+    daemon = st.get("daemon") or {}
+    if daemon.get("executor") == "down":
+        click.echo(f"EXECUTOR DOWN: {daemon.get('executor_error') or '?'} (nothing is placed until it is back)")
+    if daemon.get("loop") == "stalled":
+        click.echo(f"SCHEDULER LOOP STALLED: no pass finished since {daemon.get('last_tick_at')}")
+    for step, err in (daemon.get("step_errors") or {}).items():
+        click.echo(f"loop step {step} failing: {err}")
     for g in st["gpus"]:
         flag = " [DRAINED: " + (g.get("drain_reason") or "") + "]" if g["drained"] else ""
         util = f"  util {g['utilization']:.0f}%" if g.get("utilization") is not None else ""

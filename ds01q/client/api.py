@@ -1,7 +1,9 @@
 """``ds01q.Client``: the thin client of the daemon's socket. The CLI uses it too."""
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import socket
 import time
 from typing import Any, Iterator, Sequence
@@ -36,19 +38,37 @@ def socket_path(config_path: str | None = None) -> str:
         return DEFAULT_SOCKET
 
 
-def connect(path: str, timeout: float | None = None) -> socket.socket:
-    """A connected socket to the daemon, or a one-line ServerUnavailable."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        s.close()
-        raise ServerUnavailable(f"no ds01q server on {path} (start `ds01q server`, or set DS01Q_SOCKET)") from None
-    except PermissionError:
-        s.close()
-        raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
-    return s
+RETRY_ERRNOS = (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN)  # no socket yet, restarting, backlog full
+
+
+def connect(path: str, timeout: float | None = None, wait: float = 0.0) -> socket.socket:
+    """A connected socket to the daemon, or a one-line ServerUnavailable.
+
+    A missing socket, a refusal and a full listen backlog (EAGAIN) are retried with backoff
+    for up to ``wait`` seconds: a daemon that restarts or is flooded still answers."""
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except PermissionError:
+            s.close()
+            raise ServerUnavailable(f"cannot connect to {path}: permission denied") from None
+        except OSError as e:
+            s.close()
+            if e.errno not in RETRY_ERRNOS:
+                raise ServerUnavailable(f"cannot connect to {path}: {e.strerror or e}") from None
+            if time.monotonic() + delay > deadline:
+                if e.errno == errno.EAGAIN:
+                    raise ServerUnavailable(f"the ds01q server on {path} is too busy to accept a connection "
+                                            f"(tried for {wait:.0f} s)") from None
+                raise ServerUnavailable(f"no ds01q server on {path} (start `ds01q server`, or set DS01Q_SOCKET)"
+                                        ) from None
+            time.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
+            delay = min(delay * 2, 0.5)
 
 
 def roundtrip(sock: socket.socket, reader: protocol.LineReader, op: str, args: dict[str, Any]) -> Any:
@@ -69,15 +89,18 @@ def roundtrip(sock: socket.socket, reader: protocol.LineReader, op: str, args: d
 class Client:
     """Talks to ``ds01q server`` over its Unix socket; identity comes from the kernel."""
 
-    def __init__(self, socket_path_: str | None = None, *, config: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, socket_path_: str | None = None, *, config: str | None = None, timeout: float = 60.0,
+                 connect_wait: float | None = None) -> None:
         self.path = socket_path_ or socket_path(config)
         self.timeout = timeout
+        # how long a refused / busy / missing socket is retried (default: up to 10 s of the timeout)
+        self.connect_wait = min(timeout, 10.0) if connect_wait is None else connect_wait
         self._sock: socket.socket | None = None
         self._reader: protocol.LineReader | None = None
 
     # ------------------------------------------------------------ transport
     def _connect(self) -> None:
-        s = connect(self.path, self.timeout)
+        s = connect(self.path, self.timeout, self.connect_wait)
         self._sock, self._reader = s, protocol.LineReader(s)
 
     def call(self, op: str, **args: Any) -> Any:
@@ -125,7 +148,27 @@ class Client:
         options.pop("gres", None)
         req.update({k: v for k, v in options.items() if v is not None})
         req.update(args=list(args), workdir=workdir or os.getcwd(), interactive=interactive)
-        return int(self.call("submit", **req)["id"])
+        return int(self.call_idempotent("submit", req)["id"])
+
+    def call_idempotent(self, op: str, req: dict[str, Any]) -> Any:
+        """Send a submit with an idempotency key; if the connection is lost before the reply,
+        reconnect and send the same request again: the daemon answers with the same job(s)."""
+        req.setdefault("key", secrets.token_hex(16))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.call(op, **req)
+            except ServerUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def submit_many(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
+        """Queue many jobs in one request and one transaction. Each item is a submit request as the
+        daemon takes it (script text, workdir, options...); returns their ids in order."""
+        cwd = os.getcwd()
+        items = [{"workdir": cwd, **dict(j)} for j in jobs]
+        return [int(i) for i in self.call_idempotent("submit_many", {"jobs": items})["ids"]]
 
     def queue(self, user: str | None = None) -> list[dict[str, Any]]:
         return self.call("queue", user=user)  # type: ignore[no-any-return]
@@ -140,26 +183,42 @@ class Client:
         return self.call("cancel", ids=list(job_ids))  # type: ignore[no-any-return]
 
     def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+        """The job's output from the start: pages by offset until the end of the file (the daemon
+        answers at most a page per request); with ``follow``, then waits for more until the job ends."""
         offset = 0
         while True:
             r = self.call("logs", id=job_id, offset=offset)
             if r["data"]:
                 yield r["data"]
+            moved = r["offset"] != offset
             offset = r["offset"]
-            if not follow or (r["final"] and not r["data"]):
+            if r["data"] and moved:
+                continue  # more may follow at once: read until a page comes back empty
+            if not follow or r["final"]:
                 return
-            if not r["data"]:
-                time.sleep(poll_s)
+            time.sleep(poll_s)
 
-    def wait(self, job_id: int, poll_s: float = 0.2, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, job_id: int, poll_s: float = 0.2, timeout: float | None = None,
+             restart_s: float = 300.0) -> dict[str, Any]:
+        """Poll until the job ends. A daemon that goes away (restart) is waited for up to
+        ``restart_s`` seconds at a time: the job goes on meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            job = self.show(job_id)
+            try:
+                job = self.show(job_id)
+            except ServerUnavailable:
+                self._reconnect(restart_s)
+                continue
             if job["state"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 return job
             time.sleep(poll_s)
+
+    def _reconnect(self, wait_s: float) -> None:
+        self.close()
+        s = connect(self.path, self.timeout, wait_s)
+        self._sock, self._reader = s, protocol.LineReader(s)
 
     def status(self) -> dict[str, Any]:
         return self.call("status")  # type: ignore[no-any-return]

@@ -77,4 +77,5 @@ def launch_spec(cfg: Config, job: Job, allocs: list[Allocation], cgroup_driver: 
         slices=[a.slice_uuid for a in allocs], gpu_runtime=ex.gpu_runtime, cpus=job.cpus, mem_bytes=job.mem_bytes,
         pids_limit=group.pids_limit, shm_bytes=group.shm_bytes, output_path=job.output_path,
         cgroup_parent=parent, interactive=job.interactive, stop_grace_s=ex.stop_grace_s, mounts=mounts,
+        attempt=job.launch_attempt,
     )

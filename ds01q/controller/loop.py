@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 
 from ds01q import accounting
 from ds01q.controller.deps import LoopDeps
+from ds01q.controller.health import Health, executor_down
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
+from ds01q.controller.reconcile import reconcile_containers
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -67,6 +69,8 @@ class Controller:
         self.last_sample = 0.0
         self.idle = IdleTracker()
         self._last_cycle: CycleResult | None = None
+        self.health = Health()
+        self.stop_retry_at: dict[int, float] = {}  # a failed stop is retried from then (backoff)
 
     @property
     def config(self) -> Any:
@@ -93,6 +97,9 @@ class Controller:
         self.wake()
         return fut.result(timeout=60) if wait else {}
 
+    def loop_health(self) -> dict[str, Any]:
+        return self.health.to_dict(self.clock.now(), self.config.tick_s)
+
     def on_exit(self, job_id: int) -> None:
         with self.lock:
             self.exited.add(job_id)
@@ -100,8 +107,8 @@ class Controller:
 
     # ------------------------------------------------------------ loop
     def run(self) -> None:
-        self.executor.watch(self.on_exit)
-        self.recover()
+        self.health.guard("watch", self.clock.now(), self.executor.watch, self.on_exit)
+        self.health.guard("recover", self.clock.now(), self.recover)
         while not self.stop_event.is_set():
             self.wake_event.clear()
             try:
@@ -116,14 +123,21 @@ class Controller:
         self.pool.shutdown(wait=True)
         self.executor.close()
 
-    def tick(self) -> CycleResult:
+    def tick(self) -> CycleResult | None:
+        """One pass; every step is guarded (``Health.guard``): a failing step never ends the loop."""
         now = self.clock.now()
-        self.reconcile_inventory(now)
-        self.reap(full=now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep)
-        self.enforce(now)
-        check_idle(self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
-        self.sample(now)
-        return self.schedule_and_dispatch(self.clock.now())
+        guard = self.health.guard
+        guard("inventory", now, self.reconcile_inventory, now)
+        full = now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep
+        guard("reap", now, self.reap, full)
+        if full:  # containers against jobs, by label: adopt, record, requeue the vanished, remove strays
+            guard("containers", now, reconcile_containers, self)
+        guard("enforce", now, self.enforce, now)
+        guard("idle", now, check_idle, self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
+        guard("sample", now, self.sample, now)
+        result = guard("schedule", now, self.schedule_and_dispatch, self.clock.now())
+        self.health.ticked(self.clock.now())
+        return result
 
     # ------------------------------------------------------------ reconcile
     def reconcile_inventory(self, now: float) -> None:
@@ -149,26 +163,9 @@ class Controller:
                 log.warning("inventory refresh failed: %s", e)
 
     def recover(self) -> None:
-        """After a restart: adopt containers that still run, forget reservations that never launched,
-        and remove containers whose job already ended."""
-        alive = self.executor.running()
-        now = self.clock.now()
-        with self.txn() as session:
-            for job in store.jobs_in(session, (S.STARTING.value, S.STOPPING.value)):
-                h = alive.get(job.id)
-                if h is not None:
-                    job.container = h.ref
-                    if job.state == S.STARTING.value:
-                        jobstate.transition(session, job, S.RUNNING, at=now, by="ds01q", reason="adopted after restart")
-                elif job.state == S.STARTING.value:
-                    self._forget(session, job, now, "daemon restarted before launch", count=False)
-                elif job.container is None:
-                    self._end(session, job, ExitInfo(None, False, None, None, None, "stopped before launch"), now)
-            known = {j.id: j for j in store.jobs_in(session, store.HOLDING)}
-        for job_id, h in alive.items():
-            job = known.get(job_id)
-            if job is None or job.container not in (None, h.ref):
-                self._stop_async(job_id, h.ref, remove=True)
+        """After a restart: containers against jobs by label (``reconcile.reconcile_containers``).
+        If the executor cannot be listed now, the next sweep does it."""
+        reconcile_containers(self)
         self.last_sweep = 0.0
 
     # ------------------------------------------------------------ exits
@@ -214,6 +211,12 @@ class Controller:
         return state
 
     def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
+        # charge the container's own start and finish times when the executor knows them
+        begin = job.started_at if job.started_at is not None else job.submitted_at
+        if info.started_at is not None and job.submitted_at <= info.started_at <= now:
+            job.started_at = begin = info.started_at
+        if info.finished_at is not None and begin <= info.finished_at <= now:
+            now = info.finished_at
         state = jobstate.end_run(session, job, exit_code=info.exit_code, oom=info.oom_killed, at=now,
                                  error=info.error, cpu_s=info.cpu_s, max_rss_bytes=info.max_rss_bytes)
         self._account_end(session, job, now)
@@ -229,7 +232,7 @@ class Controller:
                 if job.started_at is not None and now >= job.started_at + job.time_limit_s:
                     jobstate.request_stop(session, job, StopOutcome.TIMEOUT, at=now, by="ds01q")
             for job in store.jobs_in(session, (S.STOPPING.value,)):
-                if job.id in self.launching:
+                if job.id in self.launching or now < self.stop_retry_at.get(job.id, 0.0):
                     continue
                 if job.container is None:  # stopped before its container started: nothing runs
                     self._end(session, job, ExitInfo(None, False, None, None, None, "stopped before launch"), now)
@@ -248,8 +251,12 @@ class Controller:
                 self.executor.stop(h, self.config.executor.stop_grace_s)
                 if remove:
                     self.executor.remove(h)
-            except Exception:
-                log.exception("stop of job %s failed", job_id)
+                self.stop_retry_at.pop(job_id, None)
+            except Exception as e:  # retried: by enforce (after a backoff) or the next container sweep
+                log.warning("stop of job %s failed, will retry: %s", job_id, one_line(e))
+                self.stop_retry_at[job_id] = self.clock.now() + 2.0
+                with self.lock:
+                    self.stopping.discard(job_id)
             finally:
                 if remove:
                     with self.lock:
@@ -269,6 +276,8 @@ class Controller:
         with self.session() as session:
             snap = build_snapshot(session, self.config, now, self.usage)
         result = schedule(snap)
+        if not self.health.executor_ok:  # place nothing while the executor is down: all wait, saying why
+            result = executor_down(result, self.health.executor_error or "")
         self._last_cycle = result
         self._persist_reasons(result)
         for p in result.placements:
@@ -303,6 +312,7 @@ class Controller:
                 if any(s is None or not s.present or s.drained for s in slices):
                     return False
                 store.allocate(session, job, slices, now)  # type: ignore[arg-type]
+                job.launch_attempt += 1  # names this attempt's container: a relaunch finds it
                 last = self._last_cycle
                 job.priority = last.priorities.get(job.id, job.priority) if last else job.priority
                 job.node = slices[0].node if slices else self.config.node  # type: ignore[union-attr]
@@ -331,9 +341,9 @@ class Controller:
                     return
                 allocs = store.allocations_of(session, job_id)
             try:  # building the spec (spooling the script, parsing its #!) is part of the launch
-                h = self.executor.launch(launch_spec(self.config, job, allocs, self.deps.cgroup_driver))
+                h = self.executor.launch(launch_spec(self.config, job, allocs, self._cgroup_driver()))
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
-                self._launch_failed(job_id, one_line(e))
+                self._launch_failed(job_id, one_line(e), count=self._executor_reachable())
                 return
             self._launched(job_id, h)
         except Exception:
@@ -357,12 +367,27 @@ class Controller:
         if stray:  # the job moved on while its container started: never let it run
             self._stop_async(job_id, h.ref, remove=True)
 
-    def _launch_failed(self, job_id: int, msg: str) -> None:
+    def _executor_reachable(self) -> bool:
+        """After a failed launch: is the executor there at all? A launch that failed because the
+        engine is down does not count against the job's tries (and marks the executor down)."""
+        try:
+            self.executor.containers()
+        except Ds01qError as e:
+            self.health.executor_down(str(e), self.clock.now())
+            return False
+        return True
+
+    def _cgroup_driver(self) -> str | None:
+        """The configured driver; "auto" (the engine was down when the daemon started): the engine's."""
+        driver = self.deps.cgroup_driver
+        return self.executor.cgroup_driver() if driver == "auto" else driver  # type: ignore[attr-defined]
+
+    def _launch_failed(self, job_id: int, msg: str, count: bool = True) -> None:
         with self.txn() as session:
             job = store.get_job(session, job_id)
             now = self.clock.now()
             if job.state == S.STARTING.value:
-                self._forget(session, job, now, f"launch failed: {msg}")
+                self._forget(session, job, now, f"launch failed: {msg}", count=count)
             elif job.state == S.STOPPING.value:
                 self._end(session, job, ExitInfo(None, False, None, None, None, f"launch failed: {msg}"), now)
 

@@ -29,11 +29,20 @@ def make_executor(cfg: Config) -> tuple[Executor, str | None]:
         from ds01q.executors.process import ProcessExecutor
 
         return ProcessExecutor(state_dir=cfg.executor.state_dir), None
+    from ds01q.executors.deferred import DeferredExecutor
     from ds01q.executors.docker import DockerExecutor
 
     inst = cfg.executor.instance
-    ex = DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
+
+    def docker_executor() -> Executor:
+        return DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
+
     driver = cfg.executor.cgroup_driver
+    try:
+        ex: Executor = docker_executor()
+    except ExecutorError as e:  # the engine is down: start anyway, place nothing until it is back
+        logging.getLogger("ds01q.daemon").warning("starting without the Docker engine: %s", e)
+        return DeferredExecutor(docker_executor, first_error=str(e)), (None if driver == "none" else driver)
     if driver == "auto":
         driver = ex.cgroup_driver()
     return ex, (None if driver == "none" else driver)

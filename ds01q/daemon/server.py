@@ -16,6 +16,7 @@ from ds01q import protocol
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
 from ds01q.services import Caller, Context, accounting, jobs, mig, status, submit
+from ds01q.services.dbguard import db_guarded
 
 if TYPE_CHECKING:
     from ds01q.daemon.build import Daemon
@@ -26,6 +27,7 @@ Handler = Callable[[Context, Caller, dict[str, Any]], Any]
 OPS: dict[str, Handler] = {
     "ping": lambda ctx, c, a: {"user": c.user, "uid": c.uid, "admin": c.admin},
     "submit": submit.submit,
+    "submit_many": submit.submit_many,
     "queue": jobs.queue,
     "show": jobs.show,
     "history": jobs.history,
@@ -45,6 +47,7 @@ OPS: dict[str, Handler] = {
     "report": accounting.report,
     "admin.accounting.rollup": accounting.rollup_op,
 }
+OPS = {name: db_guarded(fn) for name, fn in OPS.items()}  # database trouble: one line, never a driver message
 
 
 def peer_caller(ctx: Context, sock: socket.socket) -> Caller:
@@ -102,6 +105,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
 class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN  # a burst of clients waits in the backlog, never refused
 
     def __init__(self, path: str, ctx: Context, relay_env: relay.RelayEnv) -> None:
         self.ctx = ctx

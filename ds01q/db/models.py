@@ -19,6 +19,10 @@ class Base(DeclarativeBase):
 class Job(Base):
     __tablename__ = "jobs"
 
+    # AUTOINCREMENT on SQLite: a job id is never handed out twice, even after rows are lost
+    __table_args__ = (Index("ux_jobs_user_submit_key", "user", "submit_key", unique=True),
+                      {"sqlite_autoincrement": True})
+
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
     user: Mapped[str] = mapped_column(String(128), index=True)
@@ -64,6 +68,10 @@ class Job(Base):
     depends_on: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of job ids
     cpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # launch attempt, counted up by each assume: names the container (instance, job, attempt)
+    launch_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # client-chosen idempotency key: a retried submit with the same key returns the same job
+    submit_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class JobEvent(Base):

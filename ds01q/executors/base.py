@@ -9,7 +9,8 @@ queue. Its life cycle for one job::
     stop(handle, grace_s)         SIGTERM, SIGKILL after grace; idempotent
     remove(handle)                after poll returned ExitInfo; idempotent
 
-``running()`` lists what is still alive (daemon restart recovery) and
+``containers()`` lists every job container of this executor, running or exited, with
+its launch attempt (recovery and the reconcile loop); ``running()`` only the live ones;
 ``watch(on_exit)`` calls back when a job dies, so the daemon need not poll
 hard. Implementations: ``DockerExecutor`` (docker.py) and ``ProcessExecutor``
 (process.py).
@@ -31,6 +32,7 @@ __all__ = [
     "KEEPALIVE_COMMAND",
     "Executor",
     "ExitInfo",
+    "Found",
     "Handle",
     "LaunchSpec",
     "Usage",
@@ -90,6 +92,9 @@ class LaunchSpec:
     labels: dict[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10
     mounts: list[tuple[str, str, str]] = field(default_factory=list)
+    # the job's launch attempt: (instance, job_id, attempt) names the container, so launching the
+    # same attempt again finds the container already made instead of starting a second one
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,12 +119,27 @@ class ExitInfo:
     cpu_s: float | None
     max_rss_bytes: int | None
     error: str = ""
+    started_at: float | None = None  # when the container itself started (accounting), if known
+
+
+@dataclass(frozen=True)
+class Found:
+    """One job container as ``containers()`` sees it: ``exit`` is None while it runs.
+
+    ``started`` is False for a container that was created but never started."""
+
+    handle: Handle
+    attempt: int
+    exit: ExitInfo | None
+    started: bool = True
 
 
 @runtime_checkable
 class Executor(Protocol):
     def launch(self, spec: LaunchSpec) -> Handle:
-        """Start the job. Raises ExecutorError and cleans up anything half-made."""
+        """Start the job, or return the container of this ``(job_id, attempt)`` if it already
+        exists (running or exited): one attempt never runs twice. Raises ExecutorError and
+        cleans up anything half-made."""
         ...
 
     def poll(self, handle: Handle) -> ExitInfo | None:
@@ -140,6 +160,11 @@ class Executor(Protocol):
 
     def running(self) -> dict[int, Handle]:
         """Every job of this executor that is alive now, by job id."""
+        ...
+
+    def containers(self) -> list[Found]:
+        """Every job container of this executor, running or exited (not yet removed).
+        Raises ExecutorError when the executor cannot be reached."""
         ...
 
     def watch(self, on_exit: Callable[[int], None]) -> None:

@@ -1,6 +1,8 @@
 """DockerExecutor: one container per job through the Docker Engine API (docker-py).
 
-Container ``<name_prefix>-<job_id>``, created then started, running as
+Container ``<name_prefix>-<job_id>-<attempt>`` (the prefix carries the instance), labelled
+with the job and the attempt, created then started; launching an attempt whose container
+already exists (a relaunch after a crash) returns that container instead of a second one, running as
 ``uid:gid`` with ``no-new-privileges``, all capabilities dropped, never
 privileged, and ``init`` (docker-init) as PID 1 so the job gets SIGTERM.
 The working directory is bind-mounted at the same path. A batch job's
@@ -21,6 +23,7 @@ TTY execs of interactive shells live in docker_tty.py.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -32,11 +35,13 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
 from ds01q.executors.base import (
     ExitInfo,
+    Found,
     Handle,
     LaunchSpec,
     Usage,
@@ -47,6 +52,7 @@ from ds01q.executors.base import (
 from ds01q.executors.docker_api import (
     ALIVE,
     DEFAULT_CGROUPFS_PARENT,
+    LABEL_ATTEMPT,
     LABEL_CGROUP,
     LABEL_JOB,
     api_error,
@@ -63,6 +69,21 @@ __all__ = ["DockerExecutor", "parse_docker_time"]
 
 log = logging.getLogger(__name__)
 
+
+def _engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An engine that is down or restarting (socket gone, connection reset, read timeout) is an
+    ExecutorError like any other engine error, never a raw requests/OSError."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except (requests.exceptions.RequestException, ConnectionError, TimeoutError) as e:
+            raise ExecutorError(f"cannot reach the Docker engine: {one_line(e)}") from None
+
+    return wrapper
+
+
 class DockerExecutor:
     """Runs jobs as Docker containers. See the module docstring for the details."""
 
@@ -72,7 +93,7 @@ class DockerExecutor:
         try:
             self.client = client if client is not None else docker.from_env()
             info = self.client.info() if cgroup_driver is None else {}
-        except docker.errors.DockerException as e:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
         self._driver = cgroup_driver or str(info.get("CgroupDriver") or "cgroupfs")
         if self._driver not in ("cgroupfs", "systemd"):
@@ -99,15 +120,15 @@ class DockerExecutor:
     def _ref(self, handle: Handle) -> str:
         return handle.ref or self.container_name(handle.job_id)
 
-    def container_name(self, job_id: int) -> str:
-        return f"{self.name_prefix}-{job_id}"
+    def container_name(self, job_id: int, attempt: int = 0) -> str:
+        return f"{self.name_prefix}-{job_id}-{attempt}"
 
     def _cgroups(self, spec: LaunchSpec) -> tuple[str | None, str | None]:
         """(cgroup_parent for Docker, the job's own persistent cgroup path or None)."""
         parent = cgroups.normalize_parent(self._driver, spec.cgroup_parent) if spec.cgroup_parent else None
         if not self.job_cgroups:
             return parent, None
-        job_cg = f"{(parent or DEFAULT_CGROUPFS_PARENT).rstrip('/')}/{self.container_name(spec.job_id)}"
+        job_cg = f"{(parent or DEFAULT_CGROUPFS_PARENT).rstrip('/')}/{self.container_name(spec.job_id, spec.attempt)}"
         return job_cg, job_cg
 
     # ---------------------------------------------------------------- launch
@@ -119,21 +140,32 @@ class DockerExecutor:
         command = job_command(spec, env)
         parent, job_cg = self._cgroups(spec)
         labels = container_labels(spec, job_cg, self.instance)
-        return create_kwargs(spec, command, env, name=self.container_name(spec.job_id), labels=labels,
+        return create_kwargs(spec, command, env, name=self.container_name(spec.job_id, spec.attempt), labels=labels,
                              cgroup_parent=parent, init=self.init)
 
+    @_engine_errors
     def launch(self, spec: LaunchSpec) -> Handle:
         kwargs = self._create_kwargs(spec)
         job_cg = kwargs["labels"].get(LABEL_CGROUP)
-        if spec.output_path and not spec.interactive:
-            create_output_file(spec.output_path, spec.uid, spec.gid)
-        self._clear_stale(spec.job_id, job_cg)
-        try:
-            container = self.client.containers.create(**kwargs)
-        except docker.errors.ImageNotFound:
-            raise ExecutorError(f"image '{spec.image}' is not on this node") from None
-        except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+        container = self._existing(spec)
+        if container is not None and container.attrs.get("State", {}).get("Status") != "created":
+            return self._adopted(spec, container, job_cg)  # this attempt already ran or runs: never twice
+        if container is None:
+            if spec.output_path and not spec.interactive:
+                create_output_file(spec.output_path, spec.uid, spec.gid)
+            if job_cg and not cgroups.cgroup_pids(job_cg):
+                self._remove_cgroup(job_cg)
+            try:
+                container = self.client.containers.create(**kwargs)
+            except docker.errors.ImageNotFound:
+                raise ExecutorError(f"image '{spec.image}' is not on this node") from None
+            except docker.errors.APIError as e:
+                if e.status_code != 409 or (container := self._existing(spec)) is None:  # 409: name taken meanwhile
+                    raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+                if container.attrs.get("State", {}).get("Status") != "created":
+                    return self._adopted(spec, container, job_cg)
+            except docker.errors.DockerException as e:
+                raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             container.start()
             container.reload()
@@ -151,21 +183,25 @@ class DockerExecutor:
             self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)
         return Handle(spec.job_id, container.id)
 
-    def _clear_stale(self, job_id: int, job_cg: str | None) -> None:
-        """Remove a finished container left with this job's name (e.g. after a crash) and its cgroup."""
+    def _existing(self, spec: LaunchSpec) -> Any:
+        """The container already named for this (job, attempt), or None. Refuses a stranger's."""
+        name = self.container_name(spec.job_id, spec.attempt)
         try:
-            old = self.client.containers.get(self.container_name(job_id))
+            old = self.client.containers.get(name)
         except docker.errors.NotFound:
-            old = None
+            return None
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
-        if old is not None:
-            status = old.attrs.get("State", {}).get("Status")
-            if status in ALIVE or old.labels.get(LABEL_JOB) != str(job_id):
-                raise ExecutorError(f"container {old.name} already exists ({status}); job {job_id} not started")
-            self._force_remove(old.id)
-        if job_cg and not cgroups.cgroup_pids(job_cg):
-            self._remove_cgroup(job_cg)
+        labels = old.labels or {}
+        if labels.get(LABEL_JOB) != str(spec.job_id) or labels.get(LABEL_ATTEMPT) != str(spec.attempt):
+            raise ExecutorError(f"container {name} exists but is not job {spec.job_id}'s; job not started")
+        return old
+
+    def _adopted(self, spec: LaunchSpec, container: Any, job_cg: str | None) -> Handle:
+        log.info("job %s attempt %s: container %s exists, adopted", spec.job_id, spec.attempt, container.id[:12])
+        with self._lock:
+            self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)
+        return Handle(spec.job_id, container.id)
 
     def _force_remove(self, ref: str) -> None:
         try:
@@ -221,6 +257,7 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------- contract
 
+    @_engine_errors
     def poll(self, handle: Handle) -> ExitInfo | None:
         attrs = self._inspect(handle)
         if attrs is None:
@@ -247,8 +284,10 @@ class DockerExecutor:
             cpu_s=usage.cpu_s if usage else None,
             max_rss_bytes=usage.max_rss_bytes if usage else None,
             error=one_line(state.get("Error") or ""),
+            started_at=parse_docker_time(state.get("StartedAt")),
         )
 
+    @_engine_errors
     def stop(self, handle: Handle, grace_s: float) -> None:
         attrs = self._inspect(handle)
         if attrs is None or attrs.get("State", {}).get("Status") not in ALIVE:
@@ -264,6 +303,7 @@ class DockerExecutor:
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
 
+    @_engine_errors
     def remove(self, handle: Handle) -> None:
         attrs = self._inspect(handle)
         job_cg = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_CGROUP) if attrs else None
@@ -274,6 +314,7 @@ class DockerExecutor:
             self._last.pop(handle.job_id, None)
             self._known.pop(handle.job_id, None)
 
+    @_engine_errors
     def sample(self, handle: Handle) -> Usage | None:
         with self._lock:
             known = self._known.get(handle.job_id)
@@ -298,6 +339,7 @@ class DockerExecutor:
                 self._last[handle.job_id] = usage
         return usage
 
+    @_engine_errors
     def running(self) -> dict[int, Handle]:
         try:
             containers = self.client.containers.list(all=True, sparse=True,
@@ -314,6 +356,31 @@ class DockerExecutor:
             except ValueError:
                 continue
             out[job_id] = Handle(job_id, c.id)
+        return out
+
+    @_engine_errors
+    def containers(self) -> list[Found]:
+        try:
+            rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
+        except docker.errors.DockerException as e:
+            raise ExecutorError(f"cannot list containers: {api_error(e)}") from None
+        out: list[Found] = []
+        for c in rows:
+            labels = c.get("Labels") or {}
+            try:
+                job_id, attempt = int(labels.get(LABEL_JOB, "")), int(labels.get(LABEL_ATTEMPT, "0"))
+            except ValueError:
+                continue
+            h = Handle(job_id, c["Id"])
+            status = c.get("State")
+            if status in ALIVE:
+                out.append(Found(h, attempt, None))
+            elif status == "created":
+                out.append(Found(h, attempt, None, started=False))
+            else:
+                info = self.poll(h)
+                if info is not None:
+                    out.append(Found(h, attempt, info))
         return out
 
     # ---------------------------------------------------------------- events

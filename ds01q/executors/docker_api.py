@@ -23,6 +23,7 @@ from ds01q.executors.base import (
 
 __all__ = [
     "ALIVE",
+    "LABEL_ATTEMPT",
     "DEFAULT_CGROUPFS_PARENT",
     "LABEL_CGROUP",
     "LABEL_GROUP",
@@ -43,6 +44,7 @@ LABEL_USER = "ds01q.user"
 LABEL_GROUP = "ds01q.group"
 LABEL_INSTANCE = "ds01q.instance"
 LABEL_CGROUP = "ds01q.cgroup"
+LABEL_ATTEMPT = "ds01q.attempt"
 ALIVE = ("running", "paused", "restarting")
 DEFAULT_CGROUPFS_PARENT = "/ds01q.slice"
 
@@ -94,6 +96,7 @@ def container_labels(spec: LaunchSpec, cgroup: str | None, instance: str | None)
         LABEL_JOB: str(spec.job_id),
         LABEL_USER: spec.user,
         LABEL_GROUP: spec.group,
+        LABEL_ATTEMPT: str(spec.attempt),
         "ds01.user": spec.user,
         "ds01.gpu.uuids": ",".join(spec.slices),
     })

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ds01q.clock import Clock
 from ds01q.errors import ExecutorError
-from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
+from ds01q.executors.base import ExitInfo, Found, Handle, LaunchSpec
 from ds01q.types import Usage
 
 __all__ = ["LOST", "SIGTERM_EXIT", "FakeExecutor", "Outcome"]
@@ -50,6 +50,7 @@ class _Job:
     handle: Handle
     cpu_s: float | None = None
     exit: ExitInfo | None = None
+    attempt: int = 0
 
 
 class FakeExecutor:
@@ -63,6 +64,7 @@ class FakeExecutor:
         self.specs: dict[int, LaunchSpec] = {}
         self.fail_stops = 0
         self.fail_removes = 0
+        self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
         self.closed = False
         self.on_exit: Callable[[int], None] | None = None
         self._jobs: dict[str, _Job] = {}  # by handle ref
@@ -75,15 +77,22 @@ class FakeExecutor:
         """Run the handler; ExecutorError from it propagates and leaves no job behind.
 
         The handle's ref is ``fake-{job_id}-{n}``, n counting launch calls for that job id (from 1).
+        A job whose ``(job_id, attempt)`` was launched and not removed is returned as it is
+        (call ``("adopt", job_id)``), without running the handler again.
         """
         with self._lock:
+            self._check_up()
+            for old in self._jobs.values():
+                if old.handle.job_id == spec.job_id and old.attempt == spec.attempt:
+                    self.calls.append(("adopt", spec.job_id))
+                    return old.handle
             self.calls.append(("launch", spec.job_id))
             n = self._launches[spec.job_id] = self._launches.get(spec.job_id, 0) + 1
         outcome = self.handler(spec)  # outside the lock: the handler may call back into us
         handle = Handle(job_id=spec.job_id, ref=f"fake-{spec.job_id}-{n}")
         with self._lock:
             self.specs[spec.job_id] = spec
-            job = self._jobs[handle.ref] = _Job(handle, cpu_s=self._cpu.get(spec.job_id))
+            job = self._jobs[handle.ref] = _Job(handle, cpu_s=self._cpu.get(spec.job_id), attempt=spec.attempt)
             if outcome is not None:
                 job.exit = outcome if isinstance(outcome, ExitInfo) else self._exit_info(job, int(outcome))
         if outcome is not None:
@@ -93,6 +102,7 @@ class FakeExecutor:
     def poll(self, handle: Handle) -> ExitInfo | None:
         """None while the job runs, its ExitInfo once ended, ``LOST`` for an unknown handle."""
         with self._lock:
+            self._check_up()
             job = self._jobs.get(handle.ref)
             return LOST if job is None else job.exit
 
@@ -100,6 +110,7 @@ class FakeExecutor:
         """End a running job with exit code 143 and call the watch callback; no-op otherwise."""
         with self._lock:
             self.calls.append(("stop", handle.job_id))
+            self._check_up()
             if self.fail_stops > 0:
                 self.fail_stops -= 1
                 raise ExecutorError(f"fake: cannot stop {handle.ref}")
@@ -113,6 +124,7 @@ class FakeExecutor:
         """Forget the job (running or not); removing an unknown handle does nothing."""
         with self._lock:
             self.calls.append(("remove", handle.job_id))
+            self._check_up()
             if self.fail_removes > 0:
                 self.fail_removes -= 1
                 raise ExecutorError(f"fake: cannot remove {handle.ref}")
@@ -130,6 +142,12 @@ class FakeExecutor:
         """Jobs launched and not yet ended, by job id."""
         with self._lock:
             return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is None}
+
+    def containers(self) -> list[Found]:
+        """Every job launched and not removed, running or ended."""
+        with self._lock:
+            self._check_up()
+            return [Found(j.handle, j.attempt, j.exit) for j in self._jobs.values()]
 
     def watch(self, on_exit: Callable[[int], None]) -> None:
         """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends."""
@@ -165,7 +183,16 @@ class FakeExecutor:
         with self._lock:
             return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is not None}
 
+    def vanish(self, job_id: int) -> None:
+        """The job's container disappears without a trace (an engine that lost it)."""
+        with self._lock:
+            for ref in [r for r, j in self._jobs.items() if j.handle.job_id == job_id]:
+                del self._jobs[ref]
+
     # ------------------------------------------------------------ helpers
+    def _check_up(self) -> None:
+        if self.down is not None:
+            raise ExecutorError(self.down)
     def _running_job(self, job_id: int) -> _Job:
         for job in self._jobs.values():
             if job.handle.job_id == job_id and job.exit is None:

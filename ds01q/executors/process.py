@@ -12,6 +12,9 @@ that it survives a daemon restart and its exit status is never lost::
                         waits for the child, SIGKILLs what is left of its process group
                         and cgroup, writes <state_dir>/<job_id>.rc  {exit_code, finished_at, cpu_s, max_rss_bytes}
 
+``<state_dir>/<job_id>.attempt`` {attempt} is written before the supervisor starts: launching
+the same (job, attempt) again while its pid file exists returns that job instead of a second.
+
 The handshake over the supervisor's stdout makes ``launch`` fail with an
 ExecutorError (and leave nothing behind) when the user, working directory or
 output file is wrong. A command that cannot be executed is a started job that
@@ -49,6 +52,7 @@ from ds01q.executors import cgroups
 from ds01q.executors.base import (
     KEEPALIVE_COMMAND,
     ExitInfo,
+    Found,
     Handle,
     LaunchSpec,
     Usage,
@@ -161,7 +165,11 @@ class ProcessExecutor:
         output = None if spec.interactive else spec.output_path
         if output:
             env["DS01Q_OUTPUT"] = output
+        existing = self._existing(spec)
+        if existing is not None:
+            return existing
         self._clear_stale(spec.job_id)
+        self._write_attempt(spec.job_id, spec.attempt)
         cgroup, job_procs = self._make_cgroup(spec)
         cfg = {
             "job_id": spec.job_id, "state_dir": self.state_dir, "workdir": spec.workdir, "env": env,
@@ -190,6 +198,41 @@ class ProcessExecutor:
             self._reported.discard(spec.job_id)
         return Handle(spec.job_id, str(proc.pid))
 
+    def _existing(self, spec: LaunchSpec) -> Handle | None:
+        """This (job, attempt) already launched (running or exited, not removed): its handle."""
+        att, info = self._load(spec.job_id, "attempt"), self._load(spec.job_id, "pid")
+        if att is None or info is None or att.get("attempt") != spec.attempt:
+            return None
+        log.info("job %s attempt %s already launched (pid %s): adopted", spec.job_id, spec.attempt, info.get("pid"))
+        return Handle(spec.job_id, str(info.get("pid")))
+
+    def _write_attempt(self, job_id: int, attempt: int) -> None:
+        tmp = self._path(job_id, "attempt.tmp")
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"attempt": attempt}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(job_id, "attempt"))
+        except OSError as e:
+            raise ExecutorError(f"cannot write the state of job {job_id}: {e.strerror}") from None
+
+    def containers(self) -> list[Found]:
+        out: list[Found] = []
+        for job_id in self._job_ids():
+            info, rc, alive = self._status(job_id)
+            if info is None:
+                continue
+            attempt = int((self._load(job_id, "attempt") or {}).get("attempt") or 0)
+            h = Handle(job_id, str(info.get("pid")))
+            if rc is None and (alive or pid_alive(info.get("child"), info.get("child_start"))):
+                out.append(Found(h, attempt, None))
+                continue
+            exit_info = self.poll(h)
+            if exit_info is not None:
+                out.append(Found(h, attempt, exit_info))
+        return out
+
     def _crash_reason(self, job_id: int) -> str:
         try:
             with open(self._path(job_id, "err"), errors="replace") as f:
@@ -205,7 +248,7 @@ class ProcessExecutor:
             or pid_alive(info.get("child"), info.get("child_start"))
         ):
             raise ExecutorError(f"job {job_id} is already running (pid {info.get('pid')})")
-        for ext in ("pid", "rc", "err"):
+        for ext in ("pid", "rc", "err", "attempt"):
             try:
                 os.unlink(self._path(job_id, ext))
             except FileNotFoundError:
@@ -304,7 +347,7 @@ class ProcessExecutor:
                 pass
         if info and info.get("cgroup"):
             self._drop_cgroup(info["cgroup"])
-        for ext in ("pid", "rc", "err"):
+        for ext in ("pid", "rc", "err", "attempt"):
             try:
                 os.unlink(self._path(handle.job_id, ext))
             except FileNotFoundError:

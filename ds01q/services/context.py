@@ -38,6 +38,9 @@ class LoopHandle(Protocol):
     def last_cycle(self) -> CycleResult | None:
         """The newest scheduling pass (reasons, priorities, factors), if any."""
 
+    def loop_health(self) -> dict[str, Any]:
+        """The executor up or down (with its error), the last tick, failing steps, a stalled loop."""
+
 
 class NoLoop:
     """A LoopHandle for services used without a running loop (tests, one-shot tools)."""
@@ -50,6 +53,9 @@ class NoLoop:
 
     def last_cycle(self) -> CycleResult | None:
         return None
+
+    def loop_health(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)

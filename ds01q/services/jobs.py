@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from ds01q import accounting
 from ds01q.db import store
-from ds01q.errors import RequestError
+from ds01q.errors import Conflict, RequestError
 from ds01q.db.models import Job
 from ds01q.services.context import Caller, Context
 from ds01q.services.views import job_dict
@@ -16,6 +16,7 @@ from ds01q.units import parse_duration
 
 MAX_IDS = 1000
 MAX_LOG_CHUNK = 1024 * 1024
+CAS_TRIES = 5  # a cancel that loses the compare-and-set to the loop re-reads the job and tries again
 
 
 def _ids(value: Any) -> list[int]:
@@ -85,12 +86,18 @@ def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, A
 def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for job_id in _ids(a.get("ids")):
-        with ctx.sessions.begin() as session:
-            job = store.get_job(session, job_id)
-            ctx.require_owner(caller, job.user, f"cancel job {job_id}")
-            state = request_stop(session, job, StopOutcome.CANCELLED, at=ctx.clock.now(), by=caller.user,
-                                 detail=f"cancelled by {caller.user}")
-            results.append({"id": job_id, "state": state.value, "cancel_requested": state == JobState.STOPPING})
+        for tries_left in range(CAS_TRIES - 1, -1, -1):  # the loop moved the job meanwhile: read it again
+            try:
+                with ctx.sessions.begin() as session:
+                    job = store.get_job(session, job_id)
+                    ctx.require_owner(caller, job.user, f"cancel job {job_id}")
+                    state = request_stop(session, job, StopOutcome.CANCELLED, at=ctx.clock.now(), by=caller.user,
+                                         detail=f"cancelled by {caller.user}")
+                break
+            except Conflict:
+                if not tries_left:
+                    raise
+        results.append({"id": job_id, "state": state.value, "cancel_requested": state == JobState.STOPPING})
     ctx.wake()
     return results
 

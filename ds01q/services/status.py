@@ -35,7 +35,8 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         out.append(entry)
     with ctx.sessions() as session:
         events = store.inventory_events(session, limit=int(a.get("events", 20)))
-    return {"gpus": out, "pending": _count(ctx, JobState.PENDING),
+    health = getattr(ctx.loop, "loop_health", dict)()
+    return {"gpus": out, "pending": _count(ctx, JobState.PENDING), "daemon": health,
             "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
                        for e in events]}
 

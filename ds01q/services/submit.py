@@ -1,10 +1,21 @@
-"""Submit: validate a request completely, then queue it in one transaction."""
+"""Submit: validate a request completely, then queue it in one transaction.
+
+``submit_many`` validates every request of a batch first, then queues them all in one
+transaction (all or none). A client-chosen ``key`` makes a submit idempotent: the same key
+from the same user returns the job(s) it already queued instead of queueing again
+(``jobs.submit_key`` is unique per user; a batch's jobs get ``<key>/<index>``).
+"""
 from __future__ import annotations
 
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ds01q.db import store
 from ds01q.errors import LimitError, RequestError
@@ -12,7 +23,6 @@ from ds01q.db.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
-from ds01q.db.jobstate import transition
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
 
@@ -22,6 +32,8 @@ MAX_ENV = 128
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+:=,/-]{1,128}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "DS01Q_", "SLURM_")
+KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+MAX_BATCH = 10_000
 
 
 def build_request(a: dict[str, Any], default: ResourceRequest) -> ResourceRequest:
@@ -81,7 +93,26 @@ def _env(a: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class Prepared:
+    """A validated request, ready to insert."""
+
+    job: dict[str, Any]  # Job columns
+    request: ResourceRequest
+    time_s: float
+    output: str | None
+    hold: bool
+
+
+def _key(a: dict[str, Any]) -> str | None:
+    key = a.get("key")
+    if key is not None and (not isinstance(key, str) or not KEY_RE.match(key)):
+        raise RequestError("key: 1-100 characters of letters, digits and _.:- (an idempotency key)")
+    return key
+
+
+def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
+    """Validate one request completely (nothing touches the database)."""
     cfg = ctx.config
     group = cfg.group_of(caller.user)
     interactive = bool(a.get("interactive", False))
@@ -116,33 +147,108 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         raise RequestError(f"--nice {nice!r} must be a whole number from 0 to 10000 (it can only lower priority)")
     workdir = _workdir(ctx, caller, _str(a, "workdir") or "/")
     env = _env(a)
+    job = dict(name=name, user=caller.user, uid=caller.uid, gid=caller.gid, group=group.name,
+               state=JobState.PENDING.value, reason=Reason.PRIORITY, interactive=interactive,
+               request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
+               time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
+               args=json.dumps(argv), workdir=workdir, env=json.dumps(env), nice=nice,
+               requeue_on_layout_change=bool(a.get("requeue", not interactive)))
+    return Prepared(job, request, time_s, _str(a, "output"), bool(a.get("hold")))
+
+
+def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepared],
+            keys: list[str | None]) -> list[int]:
+    """Check the hard limits and queue the prepared jobs in the caller's transaction, in bulk
+    (one multi-row INSERT … RETURNING, one UPDATE, one INSERT of events). A job submitted held
+    is inserted HELD with both its events: nobody else can see the row before it commits."""
+    cfg = ctx.config
+    group = cfg.group_of(caller.user)
     limits = cfg.limits_for(caller.user)
-    with ctx.sessions.begin() as session:
-        infos = slice_infos(session)
-        refusal = check_request(request, limits, tuple(infos), possible_profiles(infos), time_s, group.name)
+    infos = slice_infos(session)
+    possible = possible_profiles(infos)
+    for i, p in enumerate(prepared):
+        refusal = check_request(p.request, limits, tuple(infos), possible, p.time_s, group.name)
         if refusal:
-            raise LimitError(refusal)
-        if limits.max_queued_jobs is not None:
-            queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
-            if queued >= limits.max_queued_jobs:
-                raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
-                                 f"is {limits.max_queued_jobs}")
-        now = ctx.clock.now()
-        job = Job(name=name, user=caller.user, uid=caller.uid, gid=caller.gid, group=group.name,
-                  state=JobState.PENDING.value, reason=Reason.PRIORITY, interactive=interactive,
-                  request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
-                  time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
-                  args=json.dumps(argv), workdir=workdir, env=json.dumps(env), submitted_at=now, nice=nice,
-                  requeue_on_layout_change=bool(a.get("requeue", not interactive)))
-        session.add(job)
-        session.flush()
-        out = _str(a, "output") or f"ds01q-{job.id}.out"
-        job.output_path = None if interactive else os.path.join(workdir, out.replace("%j", str(job.id)))
-        session.add(job)
-        session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
-                             by=caller.user))
-        if a.get("hold"):
-            transition(session, job, JobState.HELD, at=now, by=caller.user, reason="submitted held")
-        job_id = job.id
+            raise LimitError(refusal if len(prepared) == 1 else f"job {i}: {refusal}")
+    if limits.max_queued_jobs is not None:
+        queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
+        if queued + len(prepared) > limits.max_queued_jobs:
+            raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
+                             f"is {limits.max_queued_jobs}" + (f" ({len(prepared)} more asked)" if len(prepared) > 1
+                                                               else ""))
+    now = ctx.clock.now()
+    rows = [{**p.job, "submitted_at": now, "submit_key": k, "state": JobState.HELD.value if p.hold else p.job["state"],
+             "reason": Reason.HELD if p.hold else p.job["reason"]} for p, k in zip(prepared, keys)]
+    ids = [int(r) for r in session.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), rows)]
+    outputs = []
+    events: list[dict[str, Any]] = []
+    for job_id, p in zip(ids, prepared):
+        if not p.job["interactive"]:
+            out = (p.output or f"ds01q-{job_id}.out").replace("%j", str(job_id))
+            outputs.append({"id": job_id, "output_path": os.path.join(p.job["workdir"], out)})
+        events.append(dict(job_id=job_id, at=now, state=JobState.PENDING.value, reason="submitted", by=caller.user))
+        if p.hold:
+            events.append(dict(job_id=job_id, at=now, state=JobState.HELD.value, reason="submitted held",
+                               by=caller.user))
+    if outputs:
+        session.execute(update(Job), outputs)
+    session.execute(insert(JobEvent), events)
+    return ids
+
+
+def _existing(ctx: Context, caller: Caller, keys: list[str]) -> dict[str, tuple[int, float]]:
+    """Jobs this user already queued under these keys: key -> (id, time limit)."""
+    with ctx.sessions() as session:
+        rows = session.execute(select(Job.submit_key, Job.id, Job.time_limit_s)
+                               .where(Job.user == caller.user, Job.submit_key.in_(keys)))
+        return {str(k): (int(i), float(t)) for k, i, t in rows}
+
+
+def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    key = _key(a)
+    if key is not None and (old := _existing(ctx, caller, [key]).get(key)):
+        return {"id": old[0], "time_limit": format_duration(old[1]), "existing": True}
+    p = prepare(ctx, caller, a)
+    try:
+        with ctx.sessions.begin() as session:
+            (job_id,) = _insert(ctx, session, caller, [p], [key])
+    except IntegrityError:  # the same key, submitted at the same moment: the first one won
+        old = _existing(ctx, caller, [key]).get(key) if key is not None else None
+        if old is None:
+            raise
+        return {"id": old[0], "time_limit": format_duration(old[1]), "existing": True}
     ctx.wake()
-    return {"id": job_id, "time_limit": format_duration(time_s)}
+    return {"id": job_id, "time_limit": format_duration(p.time_s)}
+
+
+def submit_many(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    """Queue a list of requests (``jobs``) in one transaction: all of them or, on any error, none."""
+    items = a.get("jobs")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise RequestError(f"jobs: a list of 1 to {MAX_BATCH} submit requests")
+    key = _key(a)
+    keys = [f"{key}/{i}" for i in range(len(items))] if key is not None else [None] * len(items)
+    if key is not None:
+        old = _existing(ctx, caller, [k for k in keys if k])
+        if old:
+            if len(old) != len(items):
+                raise RequestError(f"key {key} was already used for a different batch")
+            return {"ids": [old[k][0] for k in keys if k], "existing": True}
+    prepared = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(f"job {i}: a submit request must be a JSON object")
+        try:
+            prepared.append(prepare(ctx, caller, item))
+        except RequestError as e:
+            raise type(e)(f"job {i}: {e}") from None
+    try:
+        with ctx.sessions.begin() as session:
+            ids = _insert(ctx, session, caller, prepared, keys)
+    except IntegrityError:
+        old = _existing(ctx, caller, [k for k in keys if k]) if key is not None else {}
+        if len(old) != len(items):
+            raise
+        return {"ids": [old[k][0] for k in keys if k], "existing": True}
+    ctx.wake()
+    return {"ids": ids}

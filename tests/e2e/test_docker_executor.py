@@ -6,6 +6,7 @@ labelled with a per-session instance so parallel sessions do not collide.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import random
@@ -366,3 +367,29 @@ def test_output_file_cannot_be_redirected_through_a_symlink(executor: Any, make_
     with pytest.raises(ExecutorError, match="cannot create output file"):
         executor.launch(spec)
     assert os.stat(target).st_uid == 0 and read(target) == "secret\n"
+
+
+def test_one_attempt_runs_once_however_often_it_is_launched(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    spec = make_spec(["/bin/sh", "-c", "echo ran-$DS01Q_JOB_ID; sleep 1"], attempt=1)
+    first = executor.launch(spec)
+    try:
+        assert executor.launch(spec) == first  # running: the same container, not a second one
+        info = wait_exit(executor, first)
+        assert info.exit_code == 0 and info.started_at is not None and info.finished_at is not None
+        assert info.finished_at - info.started_at >= 0.9
+        assert executor.launch(spec) == first  # exited: found and reported, never run again
+        (found,) = [f for f in executor.containers() if f.handle.job_id == spec.job_id]
+        assert (found.handle, found.attempt, found.exit.exit_code) == (first, 1, 0)
+        assert read(spec.output_path).count(f"ran-{spec.job_id}") == 1
+        attrs = executor.client.api.inspect_container(first.ref)
+        assert attrs["Name"] == f"/{executor.container_name(spec.job_id, 1)}"
+        assert attrs["Config"]["Labels"]["ds01q.attempt"] == "1"
+    finally:
+        executor.remove(first)
+    second = executor.launch(dataclasses.replace(spec, attempt=2))  # the next attempt is a new container
+    try:
+        assert second.ref != first.ref and wait_exit(executor, second).exit_code == 0
+        assert read(spec.output_path).count(f"ran-{spec.job_id}") == 2
+    finally:
+        executor.remove(second)
+    assert [f for f in executor.containers() if f.handle.job_id == spec.job_id] == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import pwd
 import random
@@ -375,8 +376,8 @@ def test_relaunch_of_a_running_job_is_refused(executor: ProcessExecutor,
     spec = make_spec(["sleep", "300"])
     h = executor.launch(spec)
     try:
-        with pytest.raises(ExecutorError, match="already running"):
-            executor.launch(spec)
+        with pytest.raises(ExecutorError, match="already running"):  # another attempt while one runs
+            executor.launch(dataclasses.replace(spec, attempt=spec.attempt + 1))
     finally:
         executor.stop(h, 0)
         executor.remove(h)
@@ -405,3 +406,20 @@ def test_without_cgroups_usage_comes_from_proc_and_rusage(state_dir: str,
         assert info.max_rss_bytes is not None and info.max_rss_bytes > 0
     finally:
         ex.close()
+
+
+def test_one_attempt_runs_once_however_often_it_is_launched(executor: ProcessExecutor,
+                                                            make_spec: Callable[..., LaunchSpec]) -> None:
+    spec = make_spec(["/bin/sh", "-c", "echo ran; sleep 0.5"], attempt=3)
+    first = executor.launch(spec)
+    assert executor.launch(spec) == first
+    assert wait_exit(executor, first).exit_code == 0
+    assert executor.launch(spec) == first  # exited, not removed: reported, never run again
+    (found,) = [f for f in executor.containers() if f.handle.job_id == spec.job_id]
+    assert (found.attempt, found.exit.exit_code if found.exit else None) == (3, 0)
+    assert read(spec.output_path).count("ran") == 1
+    executor.remove(first)
+    assert [f for f in executor.containers() if f.handle.job_id == spec.job_id] == []
+    second = executor.launch(dataclasses.replace(spec, attempt=4))
+    assert wait_exit(executor, second).exit_code == 0 and read(spec.output_path).count("ran") == 2
+    executor.remove(second)

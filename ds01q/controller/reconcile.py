@@ -1,0 +1,121 @@
+"""Containers against the database, by label: run after a restart and on every sweep.
+
+``executor.containers()`` lists every job container of this instance, running or exited,
+with its launch attempt. Against the jobs that hold slices:
+
+- a STARTING job (not being launched now) whose container of the current attempt exists is
+  adopted (running: RUNNING) or its exit is recorded (exited); without a container (or with
+  one created but never started) its reservation is forgotten and it waits again;
+- a RUNNING or STOPPING job whose container vanished ends NODE_FAIL ("container vanished")
+  and is requeued per policy; one whose container exited has the exit recorded;
+- any other container (no job holding slices, an old attempt, a job that ended and whose
+  removal failed) is stopped and removed, and reported in the log.
+
+A listing that fails marks the executor down (``Health.executor_error``); the next
+successful one clears it. The controller places nothing while the executor is down.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ds01q.db import jobstate, store
+from ds01q.errors import Conflict, Ds01qError
+from ds01q.executors.base import ExitInfo, Found, Handle
+from ds01q.types import JobState
+
+if TYPE_CHECKING:
+    from ds01q.controller.loop import Controller
+
+log = logging.getLogger("ds01q.controller")
+S = JobState
+VANISHED = "container vanished"
+
+
+@dataclass
+class Report:
+    adopted: list[int] = field(default_factory=list)
+    recorded: list[int] = field(default_factory=list)
+    forgotten: list[int] = field(default_factory=list)
+    vanished: list[int] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)
+
+
+def reconcile_containers(ctl: Controller) -> Report | None:
+    """One pass; None when the executor could not be listed (it is then marked down)."""
+    with ctl.lock:
+        busy = set(ctl.launching)
+    try:
+        found = ctl.executor.containers()
+    except Ds01qError as e:
+        ctl.health.executor_down(str(e), ctl.clock.now())
+        return None
+    ctl.health.executor_up()
+    with ctl.lock:
+        busy |= ctl.launching
+    by_job: dict[int, list[Found]] = {}
+    for f in found:
+        by_job.setdefault(f.handle.job_id, []).append(f)
+    report = Report()
+    exits: list[tuple[int, Handle, ExitInfo]] = []
+    keep: set[str] = set()
+    now = ctl.clock.now()
+    with ctl.txn() as session:
+        for job in store.jobs_in(session, store.HOLDING):
+            mine = by_job.get(job.id, [])
+            if job.id in busy:
+                keep.update(f.handle.ref for f in mine)
+                continue
+            if job.container is not None:
+                cur = next((f for f in mine if f.handle.ref == job.container), None)
+            else:
+                cur = next((f for f in mine if f.attempt == job.launch_attempt and f.started), None)
+            if cur is not None:
+                keep.add(cur.handle.ref)
+            if job.state == S.STARTING.value:
+                if cur is None:
+                    ctl._forget(session, job, now, "no container after the launch (daemon restarted?)", count=False)
+                    report.forgotten.append(job.id)
+                    continue
+                job.container = cur.handle.ref
+                if cur.exit is None:
+                    jobstate.transition(session, job, S.RUNNING, at=now, by="ds01q",
+                                        reason=f"adopted {cur.handle.ref[:12]}")
+                    report.adopted.append(job.id)
+                else:
+                    exits.append((job.id, cur.handle, cur.exit))
+            elif job.container is None:
+                continue  # STOPPING before its container started: enforce ends it
+            elif cur is None:
+                exits.append((job.id, Handle(job.id, job.container), None))  # type: ignore[arg-type]
+            elif cur.exit is not None:
+                exits.append((job.id, cur.handle, cur.exit))
+    for job_id, h, info in exits:
+        if info is None:  # not listed: look once more by its id before calling it lost
+            try:
+                info = ctl.executor.poll(h)
+            except Ds01qError as e:
+                log.warning("poll of job %s failed: %s", job_id, e)
+                continue
+            if info is None:
+                continue
+            if info.exit_code is None:
+                info = ExitInfo(None, info.oom_killed, info.finished_at, info.cpu_s, info.max_rss_bytes,
+                                error=VANISHED)
+                report.vanished.append(job_id)
+        try:
+            if ctl.record_exit(job_id, h, info) is not None:
+                report.recorded.append(job_id)
+        except Conflict as e:
+            log.info("exit of job %s: %s", job_id, e)
+    for f in found:
+        if f.handle.ref in keep or f.handle.job_id in busy:
+            continue
+        report.strays.append(f.handle.ref)
+        log.warning("container %s (job %s, attempt %s) belongs to no running job: stopping and removing it",
+                    f.handle.ref[:12], f.handle.job_id, f.attempt)
+        ctl._stop_async(f.handle.job_id, f.handle.ref, remove=True)
+    if report.adopted or report.forgotten or report.vanished or report.recorded:
+        log.info("reconciled containers: %s", report)
+    return report
