@@ -58,6 +58,7 @@ from ds01q.executors.docker_api import (
     stats_usage,
 )
 from ds01q.executors.docker_tty import ExecSessions
+from ds01q.executors.heldmount import HeldDir, check_output
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
 
@@ -127,17 +128,24 @@ class DockerExecutor:
         job_cg = kwargs["labels"].get(LABEL_CGROUP)
         if spec.output_path and not spec.interactive:
             create_output_file(spec.output_path, spec.uid, spec.gid)
+            if spec.uid != 0:
+                check_output(spec.workdir, spec.output_path, spec.uid)
         self._clear_stale(spec.job_id, job_cg)
+        held = HeldDir(spec.workdir, spec.uid, spec.job_id)  # mount the directory checked, not a path
+        kwargs["mounts"][0]["Source"] = held.source
         try:
             container = self.client.containers.create(**kwargs)
         except docker.errors.ImageNotFound:
+            held.release()
             raise ExecutorError(f"image '{spec.image}' is not on this node") from None
         except docker.errors.DockerException as e:
+            held.release()
             raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             container.start()
             container.reload()
         except docker.errors.DockerException as e:
+            held.release()
             why = api_error(e)
             try:
                 self._force_remove(container.id)
@@ -146,6 +154,7 @@ class DockerExecutor:
             if job_cg:
                 self._remove_cgroup(job_cg)
             raise ExecutorError(f"cannot start container for job {spec.job_id}: {why}") from None
+        held.release()
         with self._lock:
             self._last.pop(spec.job_id, None)
             self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)

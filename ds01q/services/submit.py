@@ -11,6 +11,7 @@ from ds01q.errors import LimitError, RequestError
 from ds01q.db.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
+from ds01q.services import validate
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
 from ds01q.db.jobstate import transition
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
@@ -84,7 +85,11 @@ def _env(a: dict[str, Any]) -> dict[str, str]:
 def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     cfg = ctx.config
     group = cfg.group_of(caller.user)
-    interactive = bool(a.get("interactive", False))
+    interactive = validate.strict_bool(a, "interactive", False)
+    hold = validate.strict_bool(a, "hold", False)
+    requeue = validate.strict_bool(a, "requeue", not interactive)
+    output = validate.output_name(a.get("output"))
+    validate.output_name(a.get("error"), "error")
     script = _str(a, "script", MAX_SCRIPT)
     if not interactive and not script:
         raise RequestError("a batch job needs a non-empty script")
@@ -101,12 +106,12 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     time_s = time_s or 7 * 86400.0
     if time_s <= 0:
         raise RequestError("--time must be positive")
-    cpus = a.get("cpus", group.cpus)
-    if cpus is not None and (not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or not 0 < cpus <= 1024):
-        raise RequestError(f"--cpus {cpus!r} is not a number of CPUs from 0.01 to 1024")
-    mem = group.mem_bytes if a.get("mem") is None else parse_size(a["mem"])
-    if a.get("mem") is not None and (mem is None or mem < 4 * 1024 * 1024):
-        raise RequestError(f"--mem {a['mem']!r} is not a size of at least 4m, like 512m or 32g")
+    cpus = validate.cpus_within(a.get("cpus"), group.cpus, group.max_cpus)
+    mem_arg = a.get("mem")
+    if mem_arg is not None and not isinstance(mem_arg, (str, int)) or isinstance(mem_arg, bool):
+        raise RequestError("--mem: must be a size like 512m or 32g")
+    mem = validate.mem_within(None if mem_arg is None else parse_size(mem_arg), mem_arg, group.mem_bytes,
+                              group.max_mem_bytes)
     image = _str(a, "image", 400) or cfg.executor.default_image
     if not cfg.executor.image_allowed(image):
         allowed = ", ".join((cfg.executor.default_image, *cfg.executor.allowed_images))
@@ -118,11 +123,12 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     env = _env(a)
     limits = cfg.limits_for(caller.user)
     with ctx.sessions.begin() as session:
+        if limits.max_queued_jobs is not None:
+            store.lock_user(session, caller.user)  # the quota check and the insert are one step per user
         infos = slice_infos(session)
         refusal = check_request(request, limits, tuple(infos), possible_profiles(infos), time_s, group.name)
         if refusal:
             raise LimitError(refusal)
-        if limits.max_queued_jobs is not None:
             queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
             if queued >= limits.max_queued_jobs:
                 raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
@@ -133,15 +139,16 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
                   request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
                   time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
                   args=json.dumps(argv), workdir=workdir, env=json.dumps(env), submitted_at=now, nice=nice,
-                  requeue_on_layout_change=bool(a.get("requeue", not interactive)))
+                  requeue_on_layout_change=requeue)
         session.add(job)
         session.flush()
-        out = _str(a, "output") or f"ds01q-{job.id}.out"
-        job.output_path = None if interactive else os.path.join(workdir, out.replace("%j", str(job.id)))
+        out = output or f"ds01q-{job.id}.out"
+        job.output_path = (None if interactive or out == validate.DISCARD
+                           else os.path.join(workdir, out.replace("%j", str(job.id))))
         session.add(job)
         session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
                              by=caller.user))
-        if a.get("hold"):
+        if hold:
             transition(session, job, JobState.HELD, at=now, by=caller.user, reason="submitted held")
         job_id = job.id
     ctx.wake()
