@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import grp
+import math
 import os
 import pwd
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,8 @@ class GroupConfig:
     default_request: ResourceRequest = field(default_factory=ResourceRequest)
     unix_group: str | None = None
     group_max_gpus: float | None = None
+    max_cpus: float | None = None  # caps on what one job may ask for (None: the host's size)
+    max_mem_bytes: int | None = None
 
     def policy(self) -> GroupPolicy:
         return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share)
@@ -57,6 +60,7 @@ class ExecutorConfig:
     stop_grace_s: float = 10.0
     allowed_roots: tuple[str, ...] = ("/home", "/tmp", "/data", "/scratch", "/workspace", "/srv", "/root")
     instance: str | None = None  # names this daemon's containers apart from another daemon's on the same engine
+    network: str = "per-user"  # none | per-user (one bridge per user: outbound yes, other users' jobs no) | bridge
 
     def image_allowed(self, image: str) -> bool:
         return image == self.default_image or any(fnmatch.fnmatchcase(image, p) for p in self.allowed_images)
@@ -83,6 +87,7 @@ class Config:
     carbon_g_per_kwh: float
     requeue_on_layout_change: bool
     lifecycle_exempt: tuple[str, ...]
+    security: SecurityConfig = field(default_factory=lambda: SecurityConfig())
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -188,7 +193,7 @@ LIMIT_KEYS = {
 }
 GROUP_KEYS = LIMIT_KEYS | {
     "priority", "admin", "share", "idle_timeout", "cpus", "mem", "pids_limit", "shm_size", "default_request",
-    "unix_group", "group_max_gpus",
+    "unix_group", "group_max_gpus", "max_cpus", "max_mem",
 }
 
 
@@ -249,6 +254,8 @@ def _group(name: str, d: dict[str, Any]) -> GroupConfig:
         default_request=_request(d.get("default_request"), f"{path}.default_request"),
         unix_group=_get(d, "unix_group", path, str, None),
         group_max_gpus=_get(d, "group_max_gpus", path, float, None),
+        max_cpus=_positive(d, "max_cpus", path),
+        max_mem_bytes=_size(d, "max_mem", path),
     )
 
 
@@ -280,6 +287,7 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
         stop_grace_s=_duration(d, "stop_grace", path) or defaults.stop_grace_s,
         allowed_roots=tuple(_get(d, "allowed_roots", path, list, list(defaults.allowed_roots))),
         instance=_get(d, "instance", path, str, None),
+        network=_network(d),
     )
 
 
@@ -351,7 +359,59 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         carbon_g_per_kwh=_get(acct, "carbon_g_per_kwh", "accounting", float, 0.0),
         requeue_on_layout_change=bool(_get(data, "requeue_on_layout_change", "", bool, True)),
         lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
+        security=_security(_mapping(data, "security", "")),
     )
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """``security:``: who may be a caller, how much of the socket one user may hold, how long payloads live."""
+
+    allow_unmapped_uids: bool = False  # a uid with no passwd entry may use the queue (as the name "uid<N>")
+    allow_subordinate_uids: bool = False  # a uid inside another user's /etc/subuid range may use the queue
+    subuid_file: str = "/etc/subuid"
+    max_connections_per_user: int = 16
+    read_timeout_s: float = 30.0  # an idle or slow request is dropped after this long
+    payload_retention_s: float = 7 * 86400.0  # finished jobs' scripts and env are dropped after this long
+    metrics_show_users: bool = False  # usernames in the Prometheus labels (else a stable hash)
+
+
+def _security(d: dict[str, Any]) -> SecurityConfig:
+    path, base = "security", SecurityConfig()
+    keys = {"allow_unmapped_uids", "allow_subordinate_uids", "subuid_file", "max_connections_per_user",
+            "read_timeout", "payload_retention", "metrics_show_users"}
+    unknown = sorted(set(d) - keys)
+    if unknown:
+        raise ConfigError(f"security.{unknown[0]}: unknown key (allowed: {', '.join(sorted(keys))})")
+    conns = _get(d, "max_connections_per_user", path, int, base.max_connections_per_user)
+    if conns < 1:
+        raise ConfigError(f"security.max_connections_per_user: {conns} must be at least 1")
+    return SecurityConfig(
+        allow_unmapped_uids=_get(d, "allow_unmapped_uids", path, bool, False),
+        allow_subordinate_uids=_get(d, "allow_subordinate_uids", path, bool, False),
+        subuid_file=_get(d, "subuid_file", path, str, base.subuid_file),
+        max_connections_per_user=conns,
+        read_timeout_s=_duration(d, "read_timeout", path) or base.read_timeout_s,
+        payload_retention_s=_duration(d, "payload_retention", path) or base.payload_retention_s,
+        metrics_show_users=_get(d, "metrics_show_users", path, bool, False),
+    )
+
+
+def _positive(d: dict[str, Any], key: str, path: str) -> float | None:
+    v = _get(d, key, path, float, None)
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ConfigError(f"{path}.{key}: {v!r} must be a positive number")
+    return v  # type: ignore[no-any-return]
+
+
+NETWORKS = ("none", "per-user", "bridge")
+
+
+def _network(d: dict[str, Any]) -> str:
+    v = _get(d, "network", "executor", str, "per-user")
+    if v not in NETWORKS:
+        raise ConfigError(f"executor.network: {v!r} is not allowed (allowed: {', '.join(NETWORKS)})")
+    return v  # type: ignore[no-any-return]
 
 
 

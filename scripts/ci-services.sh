@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up the services ds01q's tests need on a Debian CI machine (run as root).
 #
-#   scripts/ci-services.sh          Docker engine + the local image ds01q/busybox:test
+#   scripts/ci-services.sh          Docker engine + the local images ds01q/busybox:test and
+#                                   ds01q/debian:test (debootstrap minbase, dynamically linked)
 #   scripts/ci-services.sh --all    the above, plus redis-server (127.0.0.1:6379) and PostgreSQL
 #
 # Idempotent: installs only missing packages, starts only what is not running and
@@ -9,6 +10,7 @@
 set -euo pipefail
 
 IMAGE="ds01q/busybox:test"
+DEBIAN_IMAGE="ds01q/debian:test"
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 DOCKERD_TIMEOUT="${DOCKERD_TIMEOUT:-60}"
 ALL=0
@@ -30,6 +32,8 @@ die() { echo "ci-services: error: $*" >&2; exit 1; }
 missing=()
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ "$ALL" -eq 1 ]; then
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
@@ -112,6 +116,38 @@ else
     build_image
 fi
 [ "$(docker run --rm "$IMAGE" sh -c 'echo ok')" = "ok" ] || die "smoke test 'docker run --rm $IMAGE' failed"
+
+# ---------------------------------------------------------------- dynamically linked test image
+# The security tests need a /bin/sh that honours LD_PRELOAD, like every Ubuntu/CUDA image:
+# a minbase root file system of the suite apt already uses, built from Debian's packages.
+apt_suite_and_mirror() {
+    local suite mirror
+    suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    mirror=$( { grep -rhoE '^(URIs:|deb) *https?://[^ ]*debian/?( |$)' /etc/apt/sources.list \
+        /etc/apt/sources.list.d/ 2>/dev/null || true; } | grep -v security | head -1 | sed -E 's/^(URIs:|deb) *//; s/ *$//')
+    echo "${suite:-bookworm} ${mirror:-http://deb.debian.org/debian}"
+}
+
+build_debian_image() {
+    local suite mirror rootfs
+    read -r suite mirror < <(apt_suite_and_mirror)
+    rootfs=$(mktemp -d /tmp/ds01q-debian.XXXXXX)
+    log "debootstrap --variant=minbase $suite from $mirror"
+    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >/var/log/ds01q-debootstrap.log 2>&1 \
+        || { rm -rf "$rootfs"; die "debootstrap failed; see /var/log/ds01q-debootstrap.log"; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" --numeric-owner -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'CMD ["sh"]' - "$DEBIAN_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+}
+
+if docker image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
+    log "image $DEBIAN_IMAGE exists"
+else
+    build_debian_image
+fi
+docker run --rm "$DEBIAN_IMAGE" sh -c 'ldd /bin/sh | grep -q libc' || die "$DEBIAN_IMAGE has no dynamically linked /bin/sh"
 
 # ---------------------------------------------------------------- redis + postgres
 if [ "$ALL" -eq 1 ]; then

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from ds01q.errors import NotFound
@@ -39,6 +39,18 @@ def history(session: Session, *, user: str | None = None, states: Sequence[str] 
     if until is not None:
         q = q.where(Job.submitted_at < until)
     return list(session.scalars(q.order_by(Job.id.desc()).limit(limit)))
+
+
+def lock_user(session: Session, user: str) -> None:
+    """Serialise one user's writers until the transaction ends (a quota check and its insert as one step).
+
+    PostgreSQL: a transaction-scoped advisory lock on the user's name. SQLite: a no-op write that takes
+    the database's write lock now, so a second submit waits instead of counting a stale queue.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:u))"), {"u": user})
+    else:
+        session.execute(text("UPDATE jobs SET id = id WHERE 0 = 1"))
 
 
 def count_jobs(session: Session, user: str, states: Sequence[str]) -> int:

@@ -64,6 +64,7 @@ from ds01q.executors.docker_api import (
     stats_usage,
 )
 from ds01q.executors.docker_tty import ExecSessions
+from ds01q.executors.heldmount import HeldDir, check_output
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
 
@@ -150,26 +151,34 @@ class DockerExecutor:
         container = self._existing(spec)
         if container is not None and container.attrs.get("State", {}).get("Status") != "created":
             return self._adopted(spec, container, job_cg)  # this attempt already ran or runs: never twice
-        if container is None:
-            if spec.output_path and not spec.interactive:
-                create_output_file(spec.output_path, spec.uid, spec.gid)
-            if job_cg and not cgroups.cgroup_pids(job_cg):
-                self._remove_cgroup(job_cg)
-            try:
-                container = self.client.containers.create(**kwargs)
-            except docker.errors.ImageNotFound:
-                raise ExecutorError(f"image '{spec.image}' is not on this node") from None
-            except docker.errors.APIError as e:
-                if e.status_code != 409 or (container := self._existing(spec)) is None:  # 409: name taken meanwhile
-                    raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
-                if container.attrs.get("State", {}).get("Status") != "created":
-                    return self._adopted(spec, container, job_cg)
-            except docker.errors.DockerException as e:
+        if container is not None:  # created but never started (a crash in between): its mount is stale
+            self._force_remove(container.id)
+        if spec.output_path and not spec.interactive:
+            create_output_file(spec.output_path, spec.uid, spec.gid)
+            if spec.uid != 0:
+                check_output(spec.workdir, spec.output_path, spec.uid)
+        if job_cg and not cgroups.cgroup_pids(job_cg):
+            self._remove_cgroup(job_cg)
+        held = HeldDir(spec.workdir, spec.uid, spec.job_id)  # mount the directory checked, not a path
+        kwargs["mounts"][0]["Source"] = held.source
+        try:
+            container = self.client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound:
+            held.release()
+            raise ExecutorError(f"image '{spec.image}' is not on this node") from None
+        except docker.errors.APIError as e:
+            held.release()
+            if e.status_code != 409 or (container := self._existing(spec)) is None:  # 409: name taken meanwhile
                 raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+            return self._adopted(spec, container, job_cg)  # another launch of this attempt won the race
+        except docker.errors.DockerException as e:
+            held.release()
+            raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             container.start()
             container.reload()
         except docker.errors.DockerException as e:
+            held.release()
             why = api_error(e)
             try:
                 self._force_remove(container.id)
@@ -178,6 +187,7 @@ class DockerExecutor:
             if job_cg:
                 self._remove_cgroup(job_cg)
             raise ExecutorError(f"cannot start container for job {spec.job_id}: {why}") from None
+        held.release()
         with self._lock:
             self._last.pop(spec.job_id, None)
             self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)

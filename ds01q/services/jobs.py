@@ -1,7 +1,6 @@
 """Reading and changing jobs: queue, show, history, cancel, logs, admin priority/hold/release/requeue."""
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 from ds01q import accounting
@@ -9,6 +8,8 @@ from ds01q.db import store
 from ds01q.errors import Conflict, RequestError
 from ds01q.db.models import Job
 from ds01q.services.context import Caller, Context
+from ds01q.services.logfile import read_output
+from ds01q.services.validate import strict_int
 from ds01q.services.views import job_dict
 from ds01q.db.jobstate import request_stop, transition
 from ds01q.types import JobState, StopOutcome
@@ -104,15 +105,11 @@ def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, An
 
 def logs(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     (job_id,) = _ids(a.get("id"))[:1]
-    offset = int(a.get("offset", 0))
+    offset = strict_int(a, "offset", 0, 0, 2**62)
     with ctx.sessions() as session:
         job = store.get_job(session, job_id)
     ctx.require_owner(caller, job.user, f"read the logs of job {job_id}")
-    data = b""
-    if job.output_path and os.path.exists(job.output_path):
-        with open(job.output_path, "rb") as f:
-            f.seek(offset)
-            data = f.read(MAX_LOG_CHUNK)
+    data = read_output(job, offset, MAX_LOG_CHUNK)
     return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "state": job.state,
             "final": JobState(job.state).is_final}
 

@@ -22,6 +22,7 @@ from ds01q.errors import LimitError, RequestError
 from ds01q.db.models import Job, JobEvent
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
+from ds01q.services import validate
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
@@ -115,7 +116,11 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
     """Validate one request completely (nothing touches the database)."""
     cfg = ctx.config
     group = cfg.group_of(caller.user)
-    interactive = bool(a.get("interactive", False))
+    interactive = validate.strict_bool(a, "interactive", False)
+    hold = validate.strict_bool(a, "hold", False)
+    requeue = validate.strict_bool(a, "requeue", not interactive)
+    output = validate.output_name(a.get("output"))
+    validate.output_name(a.get("error"), "error")
     script = _str(a, "script", MAX_SCRIPT)
     if not interactive and not script:
         raise RequestError("a batch job needs a non-empty script")
@@ -132,12 +137,12 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
     time_s = time_s or 7 * 86400.0
     if time_s <= 0:
         raise RequestError("--time must be positive")
-    cpus = a.get("cpus", group.cpus)
-    if cpus is not None and (not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or not 0 < cpus <= 1024):
-        raise RequestError(f"--cpus {cpus!r} is not a number of CPUs from 0.01 to 1024")
-    mem = group.mem_bytes if a.get("mem") is None else parse_size(a["mem"])
-    if a.get("mem") is not None and (mem is None or mem < 4 * 1024 * 1024):
-        raise RequestError(f"--mem {a['mem']!r} is not a size of at least 4m, like 512m or 32g")
+    cpus = validate.cpus_within(a.get("cpus"), group.cpus, group.max_cpus)
+    mem_arg = a.get("mem")
+    if mem_arg is not None and not isinstance(mem_arg, (str, int)) or isinstance(mem_arg, bool):
+        raise RequestError("--mem: must be a size like 512m or 32g")
+    mem = validate.mem_within(None if mem_arg is None else parse_size(mem_arg), mem_arg, group.mem_bytes,
+                              group.max_mem_bytes)
     image = _str(a, "image", 400) or cfg.executor.default_image
     if not cfg.executor.image_allowed(image):
         allowed = ", ".join((cfg.executor.default_image, *cfg.executor.allowed_images))
@@ -152,8 +157,8 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
                request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
                time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
                args=json.dumps(argv), workdir=workdir, env=json.dumps(env), nice=nice,
-               requeue_on_layout_change=bool(a.get("requeue", not interactive)))
-    return Prepared(job, request, time_s, _str(a, "output"), bool(a.get("hold")))
+               requeue_on_layout_change=requeue)
+    return Prepared(job, request, time_s, output, hold)
 
 
 def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepared],
@@ -164,6 +169,8 @@ def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepa
     cfg = ctx.config
     group = cfg.group_of(caller.user)
     limits = cfg.limits_for(caller.user)
+    if limits.max_queued_jobs is not None:
+        store.lock_user(session, caller.user)  # the quota check and the insert are one step per user
     infos = slice_infos(session)
     possible = possible_profiles(infos)
     for i, p in enumerate(prepared):
@@ -183,7 +190,7 @@ def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepa
     outputs = []
     events: list[dict[str, Any]] = []
     for job_id, p in zip(ids, prepared):
-        if not p.job["interactive"]:
+        if not p.job["interactive"] and p.output != validate.DISCARD:
             out = (p.output or f"ds01q-{job_id}.out").replace("%j", str(job_id))
             outputs.append({"id": job_id, "output_path": os.path.join(p.job["workdir"], out)})
         events.append(dict(job_id=job_id, at=now, state=JobState.PENDING.value, reason="submitted", by=caller.user))
