@@ -39,9 +39,12 @@ class GroupConfig:
     default_request: ResourceRequest = field(default_factory=ResourceRequest)
     unix_group: str | None = None
     group_max_gpus: float | None = None
+    borrowing: bool = False  # jobs beyond max_gpus may start on slices nobody within quota waits for
+    borrow_interactive: bool = False
 
     def policy(self) -> GroupPolicy:
-        return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share)
+        return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share,
+                           borrowing=self.borrowing, borrow_interactive=self.borrow_interactive)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ LIMIT_KEYS = {
 }
 GROUP_KEYS = LIMIT_KEYS | {
     "priority", "admin", "share", "idle_timeout", "cpus", "mem", "pids_limit", "shm_size", "default_request",
-    "unix_group", "group_max_gpus",
+    "unix_group", "group_max_gpus", "borrowing", "borrow_interactive",
 }
 
 
@@ -249,6 +252,8 @@ def _group(name: str, d: dict[str, Any]) -> GroupConfig:
         default_request=_request(d.get("default_request"), f"{path}.default_request"),
         unix_group=_get(d, "unix_group", path, str, None),
         group_max_gpus=_get(d, "group_max_gpus", path, float, None),
+        borrowing=bool(_get(d, "borrowing", path, bool, False)),
+        borrow_interactive=bool(_get(d, "borrow_interactive", path, bool, False)),
     )
 
 

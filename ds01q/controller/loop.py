@@ -25,6 +25,7 @@ from ds01q.controller.deps import LoopDeps
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
+from ds01q.controller.preempt import preempt
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -271,6 +272,8 @@ class Controller:
         result = schedule(snap)
         self._last_cycle = result
         self._persist_reasons(result)
+        if preempt(self.deps.sessions, result.victims, now):
+            self.enforce(now)  # start stopping the victims in this tick
         for p in result.placements:
             if self.assume(p, now):
                 self._launch_async(p.job_id)

@@ -32,11 +32,13 @@ def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> l
         finished = [j.id for j in jobs if JobState(j.state).is_final]
         usage = accounting.history_usage(session, finished, ctx.config.carbon_g_per_kwh) if finished else {}
     factors = ctx.last_cycle.factors if ctx.last_cycle else {}
+    borrowing = ctx.last_cycle.borrowing if ctx.last_cycle else frozenset()
     out = []
     for j in jobs:
         d = job_dict(j, slices.get(j.id, []), evs.get(j.id, []) if events else None,
                      private=caller.admin or caller.user == j.user)
         d.update(usage.get(j.id, {}))
+        d["borrowing"] = j.id in borrowing and JobState(j.state).holds_slices  # beyond max_gpus, may be preempted
         if j.id in factors:
             d["priority_factors"] = {k: round(v, 3) for k, v in factors[j.id].items()}
         out.append(d)
