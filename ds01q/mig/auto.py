@@ -5,15 +5,16 @@
 
   * ``demand``: the requests of jobs waiting for slices (a profile, ``"any"`` or
     ``"full"``), as a Counter;
-  * ``served(free, demand)`` counts the waiting jobs that the free instances of the
-    cluster could start now (exact profiles first, then ``any`` on the smallest
-    leftover instance, then whole GPUs);
+  * ``served(free, demand)`` weighs the waiting requests that the free instances
+    of the cluster could start now by their compute slices (exact profiles first,
+    then ``any`` on the smallest leftover instance, then whole GPUs at 7), so a
+    whole-GPU job counts as much as seven 1g ones;
   * for every GPU not re-cut within ``min_interval_s`` and under ``max_per_day``
     re-cuts in the last 24 h, every candidate target (the model's filled layouts
     that contain the GPU's busy instances; a MIG mode change only on an idle GPU)
     is scored by how many more waiting jobs would start; ``plan_recut`` must reach
     it without touching a busy instance (it never stops a running job);
-  * the best target wins when its gain is at least ``min_gain`` jobs; ties go to
+  * the best target wins when its gain is at least ``min_gain`` slices; ties go to
     the fewest steps, then the GPU with the lowest index.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ DAY_S = 24 * 3600.0
 @dataclass(frozen=True, slots=True)
 class AutoParams:
     min_interval_s: float = 600.0  # per GPU
-    min_gain: int = 1  # waiting jobs that would start
+    min_gain: int = 1  # compute slices of waiting jobs that would start (1 = one 1g job)
     max_per_day: int = 24  # re-cuts per GPU in any 24 h
 
 
@@ -65,14 +66,14 @@ class GpuView:
 class Proposal:
     gpu: str
     target: tuple[str, ...]
-    gain: int  # waiting jobs that would start
+    gain: int  # compute slices of waiting jobs that would start
     served_before: int
     served_after: int
     plan: RecutPlan | None  # None for a MIG mode change of an idle GPU
 
     def describe(self) -> str:
-        return (f"re-cut {self.gpu} to {' + '.join(self.target)}: starts {self.gain} more waiting job(s) "
-                f"({self.served_before} -> {self.served_after})")
+        return (f"re-cut {self.gpu} to {' + '.join(self.target)}: starts waiting jobs worth {self.gain} more "
+                f"compute slice(s) ({self.served_before} -> {self.served_after})")
 
 
 def _compute(model: str, name: str) -> tuple[int, int]:
@@ -81,14 +82,15 @@ def _compute(model: str, name: str) -> tuple[int, int]:
 
 
 def served(free: Mapping[str, int], demand: Mapping[str, int], model: str = "A100-40GB") -> int:
-    """Waiting jobs the free instances could start: exact profiles, then "any" on the smallest, then "full"."""
+    """Compute slices of the waiting requests the free instances could start now: exact profiles,
+    then "any" on the smallest leftover instance (one slice each), then whole GPUs (all slices)."""
     left = Counter({k: v for k, v in free.items() if v > 0})
     n = 0
     for name, want in demand.items():
         if name in (ANY, FULL_PROFILE):
             continue
         got = min(want, left.get(name, 0))
-        n += got
+        n += got * _compute(model, name)[0]
         left[name] -= got
     want_any = demand.get(ANY, 0)
     if want_any:
@@ -97,9 +99,10 @@ def served(free: Mapping[str, int], demand: Mapping[str, int], model: str = "A10
             n += got
             want_any -= got
             left[name] -= got
-        n += min(want_any, left.get(FULL_PROFILE, 0))
-        left[FULL_PROFILE] = max(0, left.get(FULL_PROFILE, 0) - want_any)
-    n += min(demand.get(FULL_PROFILE, 0), left.get(FULL_PROFILE, 0))
+        got = min(want_any, left.get(FULL_PROFILE, 0))
+        n += got
+        left[FULL_PROFILE] = left.get(FULL_PROFILE, 0) - got
+    n += min(demand.get(FULL_PROFILE, 0), left.get(FULL_PROFILE, 0)) * MODELS[model].compute_slices
     return n
 
 
