@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ds01q.errors import ConfigError
+from ds01q.mig.auto import AutoParams
 from ds01q.scheduler.snapshot import GroupPolicy, Limits, Weights
 from ds01q.types import RequestKind, ResourceRequest
 from ds01q.units import parse_duration, parse_size
@@ -86,6 +87,8 @@ class Config:
     carbon_g_per_kwh: float
     requeue_on_layout_change: bool
     lifecycle_exempt: tuple[str, ...]
+    mig_auto: str = "off"  # off | on | propose-only (config key mig.auto: false | true | propose-only)
+    mig_auto_params: AutoParams = field(default_factory=AutoParams)
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -356,7 +359,30 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         carbon_g_per_kwh=_get(acct, "carbon_g_per_kwh", "accounting", float, 0.0),
         requeue_on_layout_change=bool(_get(data, "requeue_on_layout_change", "", bool, True)),
         lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
+        **_mig_auto(_mapping(data, "mig", "")),
     )
+
+
+MIG_KEYS = ("auto", "min_interval", "min_gain", "max_per_day")
+
+
+def _mig_auto(d: dict[str, Any]) -> dict[str, Any]:
+    """``mig: {auto: true|false|propose-only, min_interval: 10m, min_gain: 1, max_per_day: 24}``."""
+    unknown = sorted(set(d) - set(MIG_KEYS))
+    if unknown:
+        raise ConfigError(f"mig.{unknown[0]}: unknown key (allowed: {', '.join(MIG_KEYS)})")
+    auto = d.get("auto", False)
+    modes = {False: "off", True: "on", "propose-only": "propose-only"}
+    if isinstance(auto, str) and auto not in modes or not isinstance(auto, (bool, str)):
+        raise ConfigError(f"mig.auto: {auto!r} is not allowed (allowed: true, false, propose-only)")
+    base = AutoParams()
+    gain = _get(d, "min_gain", "mig", int, base.min_gain)
+    per_day = _get(d, "max_per_day", "mig", int, base.max_per_day)
+    if gain < 1 or per_day < 1:
+        raise ConfigError("mig.min_gain and mig.max_per_day: at least 1")
+    interval = _duration(d, "min_interval", "mig")
+    params = AutoParams(base.min_interval_s if interval is None else interval, gain, per_day)
+    return {"mig_auto": modes[auto], "mig_auto_params": params}
 
 
 

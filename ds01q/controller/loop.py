@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
+from ds01q.controller.autolayout import AutoLayout
 from ds01q.controller.deps import LoopDeps
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
@@ -68,6 +69,7 @@ class Controller:
         self.last_sample = 0.0
         self.idle = IdleTracker()
         self._last_cycle: CycleResult | None = None
+        self.autolayout = AutoLayout()
 
     @property
     def config(self) -> Any:
@@ -274,6 +276,8 @@ class Controller:
         self._persist_reasons(result)
         if preempt(self.deps.sessions, result.victims, now):
             self.enforce(now)  # start stopping the victims in this tick
+        self.autolayout.step(self.config, self.deps.sessions, result, now, lambda: read_inventory(self.config),
+                             self.run_async, self.wake, self.clock.now)
         for p in result.placements:
             if self.assume(p, now):
                 self._launch_async(p.job_id)

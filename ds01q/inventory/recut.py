@@ -93,7 +93,8 @@ class Recutter:
         self.mig = mig or MigController()
         self.by = by
 
-    def _sync(self, gpu: str, detail: str) -> None:
+    def sync(self, gpu: str, detail: str) -> None:
+        """Re-read the inventory, sync this node, and write a ``recut`` event."""
         records = self.read()
         now = self.now()
         with self.sessions.begin() as session:
@@ -138,12 +139,12 @@ class Recutter:
                 self.mig.run_commands(cmds)
                 commands += cmds
                 done += 1
-                self._sync(gpu, f"step {done}/{len(plan.steps)}: {step.describe()}")
+                self.sync(gpu, f"step {done}/{len(plan.steps)}: {step.describe()}")
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             with self.sessions.begin() as session:
                 _release(session, gpu)
-            self._sync(gpu, f"stopped after {done}/{len(plan.steps)} steps: {first}")
+            self.sync(gpu, f"stopped after {done}/{len(plan.steps)} steps: {first}")
             wake()
             raise InventoryError(f"mig re-cut of {gpu} stopped after {done} of {len(plan.steps)} steps: {first}") \
                 from None
