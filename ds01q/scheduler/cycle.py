@@ -339,6 +339,12 @@ class _Pass:
             self._place(job, user.account, found, equiv)
             del self.waiting[job.id]
             out.add(job.id)
+        for job in jobs:  # the rest that could borrow: say so
+            wait = self.waiting.get(job.id)
+            if (wait is not None and wait[0] == Reason.USER_LIMIT and job.id not in out
+                    and wait[1].startswith("GPU Limit") and may_borrow(snap, job.group, job.interactive)):
+                self.waiting[job.id] = (wait[0], wait[1] + "; borrowing: starts on a slice nobody within quota "
+                                        "waits for (preemptible)", wait[2], wait[3])
         return frozenset(out)
 
     def reclaim(self, jobs: Iterable[PendingJob], lenders: frozenset[int]) -> tuple[Victim, ...]:
@@ -403,11 +409,23 @@ class _Pass:
             cand = (when, s.compute_slices, s.memory_mb, s.profile)
             if best is None or cand < best:
                 best = cand
-        if best is None or (start is not None and best[0] >= start):
+        hints = []
+        if best is not None and (start is None or best[0] < start):
+            hints.append(f"{best[3]} free now" if best[0] <= self.now
+                         else f"{best[3]} would start in {_fmt_wait(best[0] - self.now)}")
+        whole = self._whole_gpu_hint(shape, start)
+        if whole:
+            hints.append(whole)
+        return "; ".join(hints)
+
+    def _whole_gpu_hint(self, shape: Shape, start: float | None) -> str:
+        """A whole GPU free now while the MIG request waits: its cost in GPU-equivalents."""
+        if not shape.allow_full_gpu or (start is not None and start <= self.now):
             return ""
-        if best[0] <= self.now:
-            return f"{best[3]} free now"
-        return f"{best[3]} would start in {_fmt_wait(best[0] - self.now)}"
+        if not any(s.is_full and self.avail.get(s.uuid, math.inf) <= self.now for s in self.snap.slices):
+            return ""
+        cost = min((s.gpu_equiv for s in self.snap.slices if shape.accepts(s)), default=0.0)
+        return f"a whole GPU is free now: --gpus 1 (1.0 GPU-equivalent instead of {cost:.2f})"
 
 
 def _fmt_wait(seconds: float) -> str:

@@ -10,7 +10,7 @@ import yaml
 
 from ds01q.controller.autolayout import AutoLayout
 from ds01q.mig.smi import MigController
-from ds01q.services import status
+from ds01q.services import jobs, status
 from tests.controller.test_controller import ROOT, config_data, db_url  # noqa: F401 (fixture)
 from tests.controller.test_mig_recut import CUT, NvmlHarness
 from tests.fakes.fake_pynvml import FakePynvml
@@ -65,6 +65,9 @@ def test_auto_recut_serves_waiting_1g_jobs_without_stopping_anything(h: NvmlHarn
     else:  # propose-only: nothing changed on the GPU
         assert fake.commands == [] and sorted(fake.layout(0)) == sorted(CUT)
         assert sum(h.job(j).state == "RUNNING" for j in small) == 1
+        waiting = next(j for j in small if h.job(j).state == "PENDING")
+        explain = jobs.show(h.ctx, ROOT, {"id": waiting})["explain"]
+        assert "would add 1g.5gb" in explain and "admin mig apply --gpu" in explain
     # hysteresis: no second proposal for this GPU within min_interval
     h.submit(mig="3g.20gb")
     h.tick(3, advance=60.0)

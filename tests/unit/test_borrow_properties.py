@@ -130,3 +130,21 @@ def test_reclaim_never_loops(snap: Snapshot) -> None:
 def _request(snap: Snapshot, job: RunningJob) -> ResourceRequest:
     s = next(s for s in snap.slices if s.uuid == job.slices[0])
     return ResourceRequest(RequestKind.GPUS, count=1) if s.is_full else ResourceRequest(RequestKind.MIG, s.profile)
+
+
+def test_hints_name_a_free_whole_gpu_and_borrowing() -> None:
+    slices = slices_of([0], 1)  # 3x2g.10gb + 1g.5gb, and one whole GPU
+    running = tuple(RunningJob(id=100 + i, user="u1", group="g1", slices=(s.uuid,), started_at=0.0, time_limit_s=1e6)
+                    for i, s in enumerate(slices) if s.profile == "2g.10gb")
+    groups = {"g0": GroupPolicy("g0", limits=Limits(max_gpus=0.3), borrowing=True),
+              "g1": GroupPolicy("g1")}
+    pending = (PendingJob(id=1, user="u0", group="g0", request=ResourceRequest(RequestKind.MIG, "2g.10gb"),
+                          submitted_at=0.0, time_limit_s=3600.0),)
+    result = schedule(Snapshot(now=10.0, slices=slices, pending=pending, running=running, groups=groups))
+    assert "a whole GPU is free now: --gpus 1 (1.0 GPU-equivalent instead of 0.29)" in result.pending[1].detail
+    # u0 holds one 2g.10gb (its quota); a second one waits on GPU Limit, and its group lends
+    mine = RunningJob(id=300, user="u0", group="g0", slices=(running[0].slices[0],), started_at=0.0,
+                      time_limit_s=1e6)
+    result = schedule(Snapshot(now=10.0, slices=slices, pending=pending, running=(mine, *running[1:]), groups=groups))
+    info = result.pending[1]
+    assert info.reason == Reason.USER_LIMIT and "borrowing: starts on a slice nobody within quota" in info.detail
