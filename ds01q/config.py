@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ds01q.errors import ConfigError
+from ds01q.mig.auto import AutoParams
 from ds01q.scheduler.snapshot import GroupPolicy, Limits, Weights
 from ds01q.types import RequestKind, ResourceRequest
 from ds01q.units import parse_duration, parse_size
@@ -42,9 +43,12 @@ class GroupConfig:
     group_max_gpus: float | None = None
     max_cpus: float | None = None  # caps on what one job may ask for (None: the host's size)
     max_mem_bytes: int | None = None
+    borrowing: bool = False  # jobs beyond max_gpus may start on slices nobody within quota waits for
+    borrow_interactive: bool = False
 
     def policy(self) -> GroupPolicy:
-        return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share)
+        return GroupPolicy(name=self.name, priority=self.priority, limits=self.limits, share=self.share,
+                           borrowing=self.borrowing, borrow_interactive=self.borrow_interactive)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class Config:
     requeue_on_layout_change: bool
     lifecycle_exempt: tuple[str, ...]
     security: SecurityConfig = field(default_factory=lambda: SecurityConfig())
+    mig_auto: str = "off"  # off | on | propose-only (config key mig.auto: false | true | propose-only)
+    mig_auto_params: AutoParams = field(default_factory=AutoParams)
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -193,7 +199,7 @@ LIMIT_KEYS = {
 }
 GROUP_KEYS = LIMIT_KEYS | {
     "priority", "admin", "share", "idle_timeout", "cpus", "mem", "pids_limit", "shm_size", "default_request",
-    "unix_group", "group_max_gpus", "max_cpus", "max_mem",
+    "unix_group", "group_max_gpus", "max_cpus", "max_mem", "borrowing", "borrow_interactive",
 }
 
 
@@ -256,6 +262,8 @@ def _group(name: str, d: dict[str, Any]) -> GroupConfig:
         group_max_gpus=_get(d, "group_max_gpus", path, float, None),
         max_cpus=_positive(d, "max_cpus", path),
         max_mem_bytes=_size(d, "max_mem", path),
+        borrowing=bool(_get(d, "borrowing", path, bool, False)),
+        borrow_interactive=bool(_get(d, "borrow_interactive", path, bool, False)),
     )
 
 
@@ -360,6 +368,7 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         requeue_on_layout_change=bool(_get(data, "requeue_on_layout_change", "", bool, True)),
         lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
         security=_security(_mapping(data, "security", "")),
+        **_mig_auto(_mapping(data, "mig", "")),
     )
 
 
@@ -412,6 +421,28 @@ def _network(d: dict[str, Any]) -> str:
     if v not in NETWORKS:
         raise ConfigError(f"executor.network: {v!r} is not allowed (allowed: {', '.join(NETWORKS)})")
     return v  # type: ignore[no-any-return]
+
+
+MIG_KEYS = ("auto", "min_interval", "min_gain", "max_per_day")
+
+
+def _mig_auto(d: dict[str, Any]) -> dict[str, Any]:
+    """``mig: {auto: true|false|propose-only, min_interval: 10m, min_gain: 1, max_per_day: 24}``."""
+    unknown = sorted(set(d) - set(MIG_KEYS))
+    if unknown:
+        raise ConfigError(f"mig.{unknown[0]}: unknown key (allowed: {', '.join(MIG_KEYS)})")
+    auto = d.get("auto", False)
+    modes = {False: "off", True: "on", "propose-only": "propose-only"}
+    if isinstance(auto, str) and auto not in modes or not isinstance(auto, (bool, str)):
+        raise ConfigError(f"mig.auto: {auto!r} is not allowed (allowed: true, false, propose-only)")
+    base = AutoParams()
+    gain = _get(d, "min_gain", "mig", int, base.min_gain)
+    per_day = _get(d, "max_per_day", "mig", int, base.max_per_day)
+    if gain < 1 or per_day < 1:
+        raise ConfigError("mig.min_gain and mig.max_per_day: at least 1")
+    interval = _duration(d, "min_interval", "mig")
+    params = AutoParams(base.min_interval_s if interval is None else interval, gain, per_day)
+    return {"mig_auto": modes[auto], "mig_auto_params": params}
 
 
 

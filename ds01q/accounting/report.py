@@ -30,7 +30,7 @@ from ds01q.accounting.rollup import (
     PERIODS, Buckets, Totals, floor_period, next_period, period_bounds, period_label, stream_runs,
 )
 from ds01q.db.models import Allocation, Job
-from ds01q.types import HOLDING_NAMES, JobState
+from ds01q.types import HOLDING_NAMES
 
 __all__ = ["BY", "USAGE_KEYS", "ReportQuery", "build_report", "cover", "history_usage", "plot"]
 

@@ -140,6 +140,14 @@ def mig_plan(ctx: click.Context, gpu: str | None, as_json: bool) -> None:
         if not p["changes"]:
             click.echo("  already in this layout")
             continue
+        part = p.get("partial")
+        if part and not part["full_drain"]:
+            click.echo(f"  partial re-cut, running jobs keep their slices; stay: {', '.join(part['keep']) or 'none'}")
+            for cmd in part["commands"]:
+                click.echo(f"  {cmd}")
+            continue
+        if part:
+            click.echo(f"  whole-GPU drain: {part['why']}")
         cost = p["running_jobs"]
         click.echo(f"  cost: {'jobs to wait for or requeue: ' + ', '.join(map(str, cost)) if cost else 'none (idle)'}")
         for cmd in p["commands"]:
@@ -151,11 +159,22 @@ def mig_plan(ctx: click.Context, gpu: str | None, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Requeue the GPU's running jobs instead of waiting for them.")
 @click.option("--dry-run", is_flag=True, help="Print the commands only.")
 @click.option("--timeout", default="1h", show_default=True, help="How long to wait for running jobs.")
+@click.option("--layout", default=None, help="Target layout, e.g. 2g.10gb,1g.5gb,1g.5gb (default: from demand).")
+@click.option("--whole-gpu", is_flag=True, help="Drain the whole GPU even when busy instances could stay.")
 @click.pass_context
-def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout: str) -> None:
-    """Drain the GPU, wait for (or requeue) its jobs, re-cut it, re-read the inventory, resume."""
+def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout: str, layout: str | None,
+              whole_gpu: bool) -> None:
+    """Re-cut only free instances when the running ones can stay; otherwise drain the GPU, wait for
+    (or requeue) its jobs, re-cut it, re-read the inventory, resume."""
     with Client(config=ctx.find_root().obj.get("config"), timeout=24 * 3600) as c:
-        r = c.call("admin.mig.apply", gpu=gpu, force=force, dry_run=dry_run, timeout=timeout)
+        r = c.call("admin.mig.apply", gpu=gpu, force=force, dry_run=dry_run, timeout=timeout, layout=layout,
+                   whole_gpu=whole_gpu)
+    if r.get("whole_gpu"):
+        click.echo(r["whole_gpu"], err=True)
+    elif r.get("partial"):
+        keep = r["partial"].get("keep", [])
+        click.echo(f"partial re-cut: {len(keep)} instance(s) stay" + (f" ({', '.join(keep)})" if keep else ""),
+                   err=True)
     for cmd in r["commands"]:
         click.echo(cmd)
     if r["applied"]:

@@ -85,7 +85,8 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
     rows = []
     for j in jobs:
         where = ",".join(s[:16] for s in j["slices"]) if j["slices"] else f"({j.get('reason') or '-'})"
-        r: list[Any] = [j["id"], j["name"][:20], j["user"], j["group"], j["state"], request_text(j["request"]),
+        st = j["state"] + ("(borrowing)" if j.get("borrowing") else "")
+        r: list[Any] = [j["id"], j["name"][:20], j["user"], j["group"], st, request_text(j["request"]),
                         elapsed(j), where]
         if long:
             f = j.get("priority_factors") or {}
@@ -100,11 +101,11 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
 def job_detail(j: dict[str, Any]) -> None:
     keys = ["id", "name", "user", "group", "state", "reason", "reason_detail", "explain", "exit_code", "priority",
             "slices", "image", "workdir", "output", "time_limit_s", "submitted_at", "started_at", "ended_at",
-            "estimated_start"]
+            "estimated_start", "borrowing"]
     if j.get("explain") == j.get("reason_detail"):
         keys.remove("explain")
     for k in keys:
-        if k in j and j[k] not in (None, "", []):
+        if k in j and j[k] not in (None, "", []) and not (k == "borrowing" and j[k] is False):
             v = j[k]
             if k == "request":
                 v = request_text(v)

@@ -21,12 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
+from ds01q.controller.autolayout import AutoLayout
 from ds01q.controller.deps import LoopDeps
 from ds01q.controller.health import Health, executor_down
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
 from ds01q.controller.reconcile import reconcile_containers
+from ds01q.controller.preempt import preempt
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -71,6 +73,7 @@ class Controller:
         self._last_cycle: CycleResult | None = None
         self.health = Health()
         self.stop_retry_at: dict[int, float] = {}  # a failed stop is retried from then (backoff)
+        self.autolayout = AutoLayout()
 
     @property
     def config(self) -> Any:
@@ -280,6 +283,10 @@ class Controller:
             result = executor_down(result, self.health.executor_error or "")
         self._last_cycle = result
         self._persist_reasons(result)
+        if preempt(self.deps.sessions, result.victims, now):
+            self.enforce(now)  # start stopping the victims in this tick
+        self.autolayout.step(self.config, self.deps.sessions, result, now, lambda: read_inventory(self.config),
+                             self.run_async, self.wake, self.clock.now)
         for p in result.placements:
             if self.assume(p, now):
                 self._launch_async(p.job_id)

@@ -62,7 +62,8 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
     running = tuple(
         RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(slices_by_job.get(j.id, ())),
                    started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,
-                   gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())))
+                   gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())),
+                   stopping=j.state == JobState.STOPPING.value)
         for j in running_rows
     )
     users = {j.user for j in pending_rows} | {j.user for j in running_rows}

@@ -15,6 +15,7 @@ from ds01q.db.engine import make_engine, make_sessionmaker, upgrade
 from ds01q.errors import ExecutorError
 from ds01q.executors.base import Executor
 from ds01q.services.context import Context
+from ds01q.services.mig_recut import release_stale_reservations
 
 
 def db_upgrade(config_path: str | None) -> str:
@@ -75,6 +76,7 @@ def build(config_path: str | None) -> Daemon:
     ctx = Context(settings=settings, sessions=sessions, loop=controller)
     controller.refresh_inventory(wait=False)
     controller.reconcile_inventory(ctx.clock.now())  # the inventory is there before the first caller
+    release_stale_reservations(ctx)  # a MIG re-cut the last run did not finish
     return Daemon(ctx=ctx, controller=controller, relay=RelayEnv(ctx=ctx, executor=executor, terminals=terminals))
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ds01q.errors import InventoryError
 from ds01q.mig.naming import profile_name
+from ds01q.mig.placement import Instance
 from ds01q.mig.profiles import gpu_model
 from ds01q.types import FULL_PROFILE, SliceInfo
 
@@ -43,6 +44,9 @@ class GpuRecord:
     slices: tuple[SliceInfo, ...]
     utilization: float | None = None  # percent; None where NVML has none (MIG mode, static inventory)
     node: str = "local"
+    # Each GPU instance's placement (nvmlGpuInstanceGetInfo: GI id, placement start/size), by slice;
+    # empty where NVML does not say (no privileges) or the static inventory declares no starts.
+    instances: tuple[Instance, ...] = ()
 
     @property
     def layout(self) -> list[str]:
@@ -146,11 +150,33 @@ def _read_gpu(N: Any, index: int, node: str) -> GpuRecord:
     mig = _mig_enabled(N, h)
     utilization = _optional(N, lambda: float(N.nvmlDeviceGetUtilizationRates(h).gpu))
     gcs = gpu_compute_slices(name)
+    instances: tuple[Instance, ...] = ()
     if mig:
         slices = tuple(_read_migs(N, h, uuid, name, total_bytes, gcs, node))
+        instances = _read_placements(N, h, slices)
     else:
         slices = (SliceInfo(uuid, uuid, FULL_PROFILE, gcs, gcs, total_bytes // _MIB, node, name),)
-    return GpuRecord(uuid, name, total_bytes // _MIB, mig, index, slices, utilization, node)
+    return GpuRecord(uuid, name, total_bytes // _MIB, mig, index, slices, utilization, node, instances)
+
+
+def _read_placements(N: Any, h: Any, slices: tuple[SliceInfo, ...]) -> tuple[Instance, ...]:
+    """GI id and placement of every MIG device, or () when NVML refuses any of them (privileges)."""
+    by_uuid = {s.uuid: s for s in slices}
+    out: list[Instance] = []
+    for j in range(N.nvmlDeviceGetMaxMigDeviceCount(h)):
+        try:
+            m = N.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+        except N.NVMLError_NotFound:
+            continue
+        try:
+            gi_id = int(N.nvmlDeviceGetGpuInstanceId(m))
+            info = N.nvmlGpuInstanceGetInfo(N.nvmlDeviceGetGpuInstanceById(h, gi_id))
+        except N.NVMLError:
+            return ()
+        s = by_uuid.get(_text(N.nvmlDeviceGetUUID(m)))
+        if s is not None:
+            out.append(Instance(s.profile, int(info.placement.start), int(info.placement.size), gi_id, s.uuid))
+    return tuple(sorted(out, key=lambda i: i.start))
 
 
 def _read_migs(N: Any, h: Any, gpu_uuid: str, gpu_name: str, total_bytes: int, gcs: int,

@@ -24,6 +24,7 @@ from typing import Any
 
 from ds01q.errors import ConfigError
 from ds01q.inventory.nvml import GpuRecord
+from ds01q.mig.placement import Instance, legal_placements
 from ds01q.mig.profiles import GpuModel, compute_slices_for, gpu_model, is_valid_layout
 from ds01q.types import FULL_PROFILE, SliceInfo
 
@@ -96,7 +97,32 @@ def _gpu(entry: object, i: int, node: str, seen: dict[str, str]) -> GpuRecord:
     layout = [s.profile for s in slices]
     if model is not None and not is_valid_layout(model, layout):
         raise ConfigError(f"{path}.mig: {', '.join(layout)} do not fit together on one {name}")
-    return GpuRecord(uuid, name, memory_mb, True, i, slices, None, node)
+    instances = _declared_starts(mig, slices, model, f"{path}.mig")
+    return GpuRecord(uuid, name, memory_mb, True, i, slices, None, node, instances)
+
+
+def _declared_starts(items: Sequence[Any], slices: Sequence[SliceInfo], model: GpuModel | None,
+                     path: str) -> tuple[Instance, ...]:
+    """The instances whose ``start`` the config declares (all or none), checked against the placement table."""
+    starts = [item.get("start") for item in items]
+    if all(s is None for s in starts):
+        return ()
+    if model is None or any(s is None for s in starts):
+        raise ConfigError(f"{path}: give start for every instance of a known MIG GPU, or for none")
+    out: list[Instance] = []
+    used: set[int] = set()
+    for j, (start, s) in enumerate(zip(starts, slices, strict=True)):
+        legal = legal_placements(model, s.profile)
+        if isinstance(start, bool) or not isinstance(start, int) or start not in [a for a, _ in legal]:
+            allowed = ", ".join(str(a) for a, _ in legal)
+            raise ConfigError(f"{path}[{j}].start: {start!r} is not a start of {s.profile} (allowed: {allowed})")
+        size = dict(legal)[start]
+        span = set(range(start, start + size))
+        if span & used:
+            raise ConfigError(f"{path}[{j}].start: {s.profile} at {start} overlaps another instance")
+        used |= span
+        out.append(Instance(s.profile, start, size, None, s.uuid))
+    return tuple(out)
 
 
 def _gpu_memory(entry: Mapping[str, Any], model: GpuModel | None, name: str, path: str) -> int:
@@ -112,9 +138,9 @@ def _mig(item: object, path: str, gpu_uuid: str, gpu_name: str, model: GpuModel 
          gpu_memory_mb: int, node: str, seen: dict[str, str]) -> SliceInfo:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{path}: expected a mapping {{uuid, profile}}")
-    unknown = sorted(set(item) - {"uuid", "profile"})
+    unknown = sorted(set(item) - {"uuid", "profile", "start"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (allowed: uuid, profile)")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (allowed: uuid, profile, start)")
     uuid = _uuid(item.get("uuid"), f"{path}.uuid", seen)
     profile = item.get("profile")
     if model is not None:

@@ -14,6 +14,7 @@ from ds01q.scheduler.snapshot import (
     Placement,
     RunningJob,
     Snapshot,
+    Victim,
     Weights,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "Placement",
     "RunningJob",
     "Snapshot",
+    "Victim",
     "Weights",
     "check_request",
     "fairshare_factor",

@@ -17,6 +17,10 @@ Steps:
    ``UserLimit`` / ``GroupLimit`` again when every free slice that fits would
    break ``max_gpus``. Otherwise it is placed on the best fit (``placement.py``).
    Limit-blocked jobs are skipped: they never block other jobs.
+6. Borrowing (``borrow.py``): in groups with ``borrowing``, jobs that only
+   ``max_gpus`` stopped start on free slices no waiting within-quota job could take.
+7. Reclaim: for within-quota jobs waiting on Resources, the fewest, youngest
+   borrowers holding a fitting slice are named in ``CycleResult.victims``.
 4. Policies: ``fifo`` is strict: once a GPU job waits on Resources, no later
    GPU job starts in this pass (CPU-only jobs still do). ``priority`` tries
    every job, first fit, no reservation. ``backfill`` is ``priority`` plus one
@@ -39,11 +43,12 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from ds01q.errors import ConfigError
+from ds01q.scheduler.borrow import borrowers, may_borrow, relaxed, victims
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
 from ds01q.scheduler.limits import Account, LimitTracker, hard_limit_refusal, limits_for, runtime_refusal, shape_for
 from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, shape_equiv
 from ds01q.scheduler.priority import BACKFILL, FIFO, POLICIES, compute_priorities, order_pending
-from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot
+from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot, Victim
 from ds01q.scheduler.views import LazyMapping
 from ds01q.types import Reason, RequestKind, ResourceRequest, SliceInfo
 
@@ -299,6 +304,60 @@ class _Pass:
             self.avail[s.uuid] = end
         self.placements.append(Placement(job.id, tuple(s.uuid for s in slices)))
 
+    def borrow(self, jobs: Iterable[PendingJob]) -> frozenset[int]:
+        """Step 6: jobs that only ``max_gpus`` stops start on slices no within-quota waiter could take."""
+        snap = self.snap
+        if not any(g.borrowing for g in snap.groups.values()):
+            return frozenset()
+        wanted: set[str] = set()
+        for wait in self.waiting.values():
+            if wait[2] is not None and wait[0] in (Reason.RESOURCES, Reason.PRIORITY):
+                wanted.update(s.uuid for s in wait[2].candidates)
+        out: set[int] = set()
+        for job in jobs:
+            wait = self.waiting.get(job.id)
+            if wait is None or wait[0] != Reason.USER_LIMIT or not may_borrow(snap, job.group, job.interactive):
+                continue
+            user = self.users.get(job.user)
+            if user is None or user.group != job.group:
+                user = self._user(job)
+            state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
+            if state.static is not None or state.nslices == 0 or job.time_limit_s > user.max_runtime_s:
+                continue
+            account = relaxed(user.account)
+            if account.refusal(state.equiv, state.nslices, job.interactive) is not None:
+                continue
+            exclude = set(wanted)
+            if self.reservation is not None:
+                exclude |= self.reservation.exclude_for(self.now, job.time_limit_s)
+            found = self.pool.find(state.shape, frozenset(exclude))
+            if found is None:
+                continue
+            equiv = sum(s.gpu_equiv for s in found)
+            if account.gpu_refusal(equiv) is not None:
+                continue
+            self._place(job, user.account, found, equiv)
+            del self.waiting[job.id]
+            out.add(job.id)
+        for job in jobs:  # the rest that could borrow: say so
+            wait = self.waiting.get(job.id)
+            if (wait is not None and wait[0] == Reason.USER_LIMIT and job.id not in out
+                    and wait[1].startswith("GPU Limit") and may_borrow(snap, job.group, job.interactive)):
+                self.waiting[job.id] = (wait[0], wait[1] + "; borrowing: starts on a slice nobody within quota "
+                                        "waits for (preemptible)", wait[2], wait[3])
+        return frozenset(out)
+
+    def reclaim(self, jobs: Iterable[PendingJob], lenders: frozenset[int]) -> tuple[Victim, ...]:
+        """Step 7: the borrowers to preempt for within-quota jobs waiting on Resources."""
+        if not lenders:
+            return ()
+        waiters = []
+        for job in jobs:
+            wait = self.waiting.get(job.id)
+            if wait is not None and wait[0] == Reason.RESOURCES and wait[2] is not None:
+                waiters.append((job.id, wait[2].shape, wait[2].candidates))
+        return victims(self.snap, waiters, self.pool.uuids(), lenders)
+
     def pending_infos(self, priorities: dict[int, float]) -> Mapping[int, PendingInfo]:
         """Why each job waits. Each ``PendingInfo``, and each shape's estimate, is built
         when first read, from the state the pass ended in (which nothing changes after)."""
@@ -350,11 +409,23 @@ class _Pass:
             cand = (when, s.compute_slices, s.memory_mb, s.profile)
             if best is None or cand < best:
                 best = cand
-        if best is None or (start is not None and best[0] >= start):
+        hints = []
+        if best is not None and (start is None or best[0] < start):
+            hints.append(f"{best[3]} free now" if best[0] <= self.now
+                         else f"{best[3]} would start in {_fmt_wait(best[0] - self.now)}")
+        whole = self._whole_gpu_hint(shape, start)
+        if whole:
+            hints.append(whole)
+        return "; ".join(hints)
+
+    def _whole_gpu_hint(self, shape: Shape, start: float | None) -> str:
+        """A whole GPU free now while the MIG request waits: its cost in GPU-equivalents."""
+        if not shape.allow_full_gpu or (start is not None and start <= self.now):
             return ""
-        if best[0] <= self.now:
-            return f"{best[3]} free now"
-        return f"{best[3]} would start in {_fmt_wait(best[0] - self.now)}"
+        if not any(s.is_full and self.avail.get(s.uuid, math.inf) <= self.now for s in self.snap.slices):
+            return ""
+        cost = min((s.gpu_equiv for s in self.snap.slices if shape.accepts(s)), default=0.0)
+        return f"a whole GPU is free now: --gpus 1 (1.0 GPU-equivalent instead of {cost:.2f})"
 
 
 def _fmt_wait(seconds: float) -> str:
@@ -370,6 +441,10 @@ def schedule(snapshot: Snapshot) -> CycleResult:
         raise ConfigError(f"unknown scheduler policy {snapshot.policy!r} (allowed: {', '.join(POLICIES)})")
     priorities, factors = compute_priorities(snapshot)
     state = _Pass(snapshot)
-    state.run(order_pending(snapshot, priorities))
+    order = order_pending(snapshot, priorities)
+    state.run(order)
+    borrowed = state.borrow(order)
+    lenders = borrowers(snapshot)
+    chosen = state.reclaim(order, lenders)
     pending = state.pending_infos(priorities)
-    return CycleResult(tuple(state.placements), pending, priorities, factors)
+    return CycleResult(tuple(state.placements), pending, priorities, factors, chosen, lenders | borrowed)

@@ -93,6 +93,10 @@ class FreePool:
     def __len__(self) -> int:
         return sum(len(b) for b in self._buckets.values())
 
+    def uuids(self) -> set[str]:
+        """The slices still free."""
+        return {s.uuid for b in self._buckets.values() for s in b}
+
     def find(
         self, shape: Shape, exclude: frozenset[str] = frozenset(), max_equiv: float = math.inf
     ) -> tuple[SliceInfo, ...] | None:

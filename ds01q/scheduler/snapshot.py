@@ -34,6 +34,8 @@ class GroupPolicy:
     limits: Limits = field(default_factory=Limits)
     share: float = 1.0  # fair-share weight of each member
     group_max_gpus: float | None = None  # GPU-equivalents held by all members at once (GroupLimit)
+    borrowing: bool = False  # members may go beyond max_gpus on slices nobody within quota waits for
+    borrow_interactive: bool = False  # interactive sessions may borrow too
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class RunningJob:
     time_limit_s: float
     interactive: bool = False
     gpu_equiv: float = 0.0
+    stopping: bool = False  # a stop was requested: its slices are free soon
 
     @property
     def expected_end(self) -> float:
@@ -114,8 +117,19 @@ class PendingInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Victim:
+    """A borrowing job to preempt so that ``for_job`` (within its quota) can start."""
+
+    job_id: int
+    for_job: int
+    slices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CycleResult:
     placements: tuple[Placement, ...]
     pending: Mapping[int, PendingInfo]
     priorities: Mapping[int, float] = field(default_factory=dict)
     factors: Mapping[int, Mapping[str, float]] = field(default_factory=dict)  # for `queue --long`
+    victims: tuple[Victim, ...] = ()  # borrowers to preempt (fewest, youngest)
+    borrowing: frozenset[int] = frozenset()  # running jobs and this pass's placements beyond their quota

@@ -12,7 +12,7 @@ from ds01q.services.logfile import read_output
 from ds01q.services.validate import strict_int
 from ds01q.services.views import job_dict
 from ds01q.db.jobstate import request_stop, transition
-from ds01q.types import JobState, StopOutcome
+from ds01q.types import JobState, RequestKind, StopOutcome
 from ds01q.units import parse_duration
 
 MAX_IDS = 1000
@@ -34,11 +34,13 @@ def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> l
         finished = [j.id for j in jobs if JobState(j.state).is_final]
         usage = accounting.history_usage(session, finished, ctx.config.carbon_g_per_kwh) if finished else {}
     factors = ctx.last_cycle.factors if ctx.last_cycle else {}
+    borrowing = ctx.last_cycle.borrowing if ctx.last_cycle else frozenset()
     out = []
     for j in jobs:
         d = job_dict(j, slices.get(j.id, []), evs.get(j.id, []) if events else None,
                      private=caller.admin or caller.user == j.user)
         d.update(usage.get(j.id, {}))
+        d["borrowing"] = j.id in borrowing and JobState(j.state).holds_slices  # beyond max_gpus, may be preempted
         if j.id in factors:
             d["priority_factors"] = {k: round(v, 3) for k, v in factors[j.id].items()}
         out.append(d)
@@ -63,7 +65,33 @@ def show(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     if ctx.last_cycle and job.id in ctx.last_cycle.pending:
         info = ctx.last_cycle.pending[job.id]
         d["explain"] = info.detail
+    if job.state == JobState.PENDING.value:
+        hint = _recut_hint(ctx, job)
+        if hint:
+            d["explain"] = "; ".join(x for x in (d.get("explain") or job.reason_detail, hint) if x)
     return d
+
+
+RECUT_HINT_WINDOW_S = 900.0
+
+
+def _recut_hint(ctx: Context, job: Job) -> str:
+    """A re-cut proposed or under way (mig.auto) that adds the job's profile: say so, with its ETA."""
+    req = store.request_of(job)
+    if req.kind != RequestKind.MIG or not req.profile:
+        return ""
+    now = ctx.clock.now()
+    with ctx.sessions() as session:
+        events = store.inventory_events(session, limit=50)
+    for e in reversed(events):
+        if now - e.at > RECUT_HINT_WINDOW_S or e.kind not in ("mig-auto", "mig-proposal"):
+            continue
+        if req.profile in (e.detail or ""):
+            if e.kind == "mig-auto":
+                return f"a re-cut of {e.uuid} adds {req.profile}: it should start within a minute"
+            return (f"a re-cut of {e.uuid} would add {req.profile} (proposed; an admin can run "
+                    f"`ds01q admin mig apply --gpu {e.uuid}`)")
+    return ""
 
 
 def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:

@@ -67,6 +67,7 @@ class FakeMig:
     has_ci: bool = True
     ci_id: int = 0
     memory_used_mb: int = 0
+    busy: bool = False  # a process runs on it: destroying it fails with "In use by another client"
 
 
 @dataclass
@@ -201,6 +202,19 @@ class FakePynvml(types.ModuleType):
 
     def set_busy(self, gpu_index: int, busy: bool = True) -> None:
         self.gpus[gpu_index].busy = busy
+
+    def set_instance_busy(self, mig_uuid: str, busy: bool = True) -> None:
+        """A process starts (or stops) on one MIG device: destroying its instance fails while busy."""
+        for gpu in self.gpus:
+            for m in gpu.migs.values():
+                if m.uuid == mig_uuid:
+                    m.busy = busy
+                    return
+        raise KeyError(mig_uuid)
+
+    def instances(self, gpu_index: int) -> list[tuple[str, int, str]]:
+        """(profile, start, uuid) of every GPU instance of a GPU, by start."""
+        return [(m.profile.name, m.start, m.uuid) for _, m in sorted(self.gpus[gpu_index].migs.items())]
 
     # ------------------------------------------------------------------ helpers
     def _check_init(self) -> None:
@@ -397,12 +411,19 @@ class FakePynvml(types.ModuleType):
         if len(args) >= 4 and args[0] == "mig" and args[1] == "-i":
             gpu = self._smi_gpu(args[2])
             rest = args[3:]
+            gi: int | None = None
+            if len(rest) >= 3 and rest[0] == "-gi":  # one GPU instance: mig -i N -gi ID -dci|-dgi
+                if not rest[1].isdigit():
+                    raise _SmiError(2, f"Invalid GPU instance ID {rest[1]}")
+                gi, rest = int(rest[1]), rest[2:]
+                if rest not in (["-dci"], ["-dgi"]):
+                    raise _SmiError(2, f"fake nvidia-smi: unsupported arguments: {' '.join(args)}")
             if not gpu.mig_enabled:
                 raise _SmiError(6, f"Unable to run MIG command on GPU {gpu.index}: MIG mode not enabled")
             if rest == ["-dci"]:
-                return self._smi_destroy(gpu, compute=True, out=out)
+                return self._smi_destroy(gpu, compute=True, out=out, gi=gi)
             if rest == ["-dgi"]:
-                return self._smi_destroy(gpu, compute=False, out=out)
+                return self._smi_destroy(gpu, compute=False, out=out, gi=gi)
             if len(rest) in (2, 3) and rest[0] == "-cgi" and rest[2:] in ([], ["-C"]):
                 return self._smi_create(gpu, rest[1].split(","), rest[2:] == ["-C"], out)
         raise _SmiError(2, f"fake nvidia-smi: unsupported arguments: {' '.join(args)}")
@@ -425,12 +446,14 @@ class FakePynvml(types.ModuleType):
         gpu.migs = {} if not enable else gpu.migs
         out.append(f"{'Enabled' if enable else 'Disabled'} MIG Mode for GPU {gpu.index}\nAll done.")
 
-    def _smi_destroy(self, gpu: FakeGpu, compute: bool, out: list[str]) -> None:
+    def _smi_destroy(self, gpu: FakeGpu, compute: bool, out: list[str], gi: int | None = None) -> None:
         kind = "compute" if compute else "GPU"
         targets = [m for m in gpu.migs.values() if m.has_ci] if compute else list(gpu.migs.values())
+        if gi is not None:
+            targets = [m for m in targets if m.gi_id == gi]
         if not targets:
             raise _SmiError(6, f"No {kind} instances found: Not Found")
-        if gpu.busy or (not compute and any(m.has_ci for m in targets)):
+        if gpu.busy or any(m.busy for m in targets) or (not compute and any(m.has_ci for m in targets)):
             raise _SmiError(19, f"Unable to destroy {kind} instance on GPU {gpu.index}: In use by another client")
         for m in targets:
             if compute:
@@ -440,7 +463,7 @@ class FakePynvml(types.ModuleType):
             else:
                 out.append(f"Successfully destroyed GPU instance ID {m.gi_id} from GPU {gpu.index}")
         if not compute:
-            gpu.migs = {}
+            gpu.migs = {k: m for k, m in gpu.migs.items() if m not in targets}
 
     def _smi_create(self, gpu: FakeGpu, tokens: list[str], with_ci: bool, out: list[str]) -> None:
         model = gpu.model

@@ -114,7 +114,7 @@ def test_per_gpu_node_and_empty_inventory() -> None:
      "inventory.gpus[0].mig[0].profile: 'full' is not a profile of NVIDIA A100-PCIE-40GB "
      "(allowed: 1g.5gb, 1g.5gb+me, 1g.10gb, 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb)"),
     ([{"uuid": "GPU-a", "name": A100, "mig": [{"uuid": "MIG-a", "profile": "7g.40gb", "size": 1}]}],
-     "inventory.gpus[0].mig[0]: unknown key 'size' (allowed: uuid, profile)"),
+     "inventory.gpus[0].mig[0]: unknown key 'size' (allowed: uuid, profile, start)"),
     ([{"uuid": "GPU-a", "name": "X", "memory": "lots"}],
      "inventory.gpus[0].memory: expected a size such as 40g or 40960m, got 'lots'"),
 ], ids=lambda v: v if isinstance(v, str) and v.startswith("inventory") else "")
