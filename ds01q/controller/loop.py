@@ -25,6 +25,7 @@ from ds01q.controller.deps import LoopDeps
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
+from ds01q.controller.nodes import check_nodes
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -119,6 +120,7 @@ class Controller:
     def tick(self) -> CycleResult:
         now = self.clock.now()
         self.reconcile_inventory(now)
+        check_nodes(self.deps, now)  # several nodes: silent ones go DOWN, their jobs end NODE_FAIL
         self.reap(full=now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep)
         self.enforce(now)
         check_idle(self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
