@@ -158,7 +158,7 @@ user=${POSTGRES_USER:-postgres}; db=${POSTGRES_DB:-$user}; pw=${POSTGRES_PASSWOR
 if [ ! -s "$data/PG_VERSION" ]; then
     mkdir -p "$data" /run/postgresql && chown postgres:postgres "$data" /run/postgresql
     printf "%s\n" "$pw" >/tmp/pw && chown postgres /tmp/pw
-    su postgres -s /bin/sh -c "$bin/initdb -q -D $data -U $user --pwfile=/tmp/pw --auth-local=trust --auth-host=md5"
+    su postgres -s /bin/sh -c "$bin/initdb -D $data -U $user --pwfile=/tmp/pw --auth-local=trust --auth-host=md5"
     rm -f /tmp/pw
     echo "listen_addresses = '"'"'*'"'"'" >>"$data/postgresql.conf"
     echo "host all all 0.0.0.0/0 md5" >>"$data/pg_hba.conf"
@@ -167,7 +167,7 @@ if [ ! -s "$data/PG_VERSION" ]; then
     su postgres -s /bin/sh -c "$bin/pg_ctl -D $data -w stop"
 fi
 mkdir -p /run/postgresql && chown postgres:postgres /run/postgresql
-exec su postgres -s /bin/sh -c "exec $bin/postgres -D $data"'
+exec su postgres -s /bin/sh -c "exec $bin/postgres -D $data -c fsync=off -c synchronous_commit=off"'
 
 if [ "$ALL" -eq 1 ]; then
     for spec in "ds01q/redis:test redis-server" "ds01q/postgres:test postgresql"; do

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image is in a registry: not here
+# Published ports on loopback, reached on loopback (also when these tests run inside a container).
+os.environ.setdefault("TC_HOST", "127.0.0.1")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
 import yaml  # noqa: E402
 
@@ -48,9 +51,12 @@ class Services:
         from testcontainers.community.redis import RedisContainer
 
         self.redis_port = free_port()
-        self.redis = RedisContainer(REDIS_IMAGE).with_bind_ports(6379, ("127.0.0.1", self.redis_port))
+        self.redis = RedisContainer(REDIS_IMAGE)
         self.postgres = PostgresContainer(POSTGRES_IMAGE, username="ds01q", password="ds01q", dbname="ds01q",
-                                          driver="psycopg2").with_bind_ports(5432, ("127.0.0.1", free_port()))
+                                          driver="psycopg2")
+        # docker-py's (address, port) form: published on loopback only
+        self.redis.ports["6379"] = ("127.0.0.1", self.redis_port)  # type: ignore[assignment]
+        self.postgres.ports["5432"] = ("127.0.0.1", free_port())  # type: ignore[assignment]
 
     def start(self) -> Services:
         self.redis.start()
