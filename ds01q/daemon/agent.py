@@ -33,7 +33,7 @@ from ds01q.controller.launch import spool_script
 from ds01q.db import nodes, store
 from ds01q.db.engine import make_engine, make_sessionmaker
 from ds01q.db.models import Job, NodeCommand
-from ds01q.dispatch.messages import check_node_name, node_ref, queue_name, spec_from_dict, split_ref
+from ds01q.dispatch.messages import COMMAND_KINDS, check_node_name, node_ref, queue_name, spec_from_dict, split_ref
 from ds01q.errors import ConfigError, Ds01qError, ExecutorError
 from ds01q.executors.base import Executor, Handle, one_line
 from ds01q.types import JobState
@@ -70,13 +70,14 @@ class Agent:
             if cmd is None or cmd.node != self.node or cmd.state != nodes.SENT:
                 return "skipped"  # unknown, another node's, or already acknowledged (a re-driven copy)
             kind, job_id, payload = cmd.kind, cmd.job_id, json.loads(cmd.payload or "{}")
+        handler = getattr(self, f"do_{kind}", None) if kind in COMMAND_KINDS else None
         with self.lock:
             try:
-                result, ok = getattr(self, f"do_{kind}")(job_id, payload), True
+                if handler is None:
+                    raise ExecutorError(f"unknown command {kind!r} (allowed: {', '.join(COMMAND_KINDS)})")
+                result, ok = handler(job_id, payload), True
             except (Ds01qError, OSError, KeyError, TypeError, ValueError) as e:
                 result, ok = {"error": one_line(e)}, False
-            except AttributeError:
-                result, ok = {"error": f"unknown command {kind!r}"}, False
         with self.sessions.begin() as session:
             nodes.finish_command(session, cmd_id, ok, result, self.clock.now())
         if kind in ("stop", "signal"):
@@ -267,7 +268,8 @@ def run(config_path: str | None, node: str, log_level: str = "INFO") -> None:
     agent.beat()
     beats = threading.Thread(target=agent.heartbeat_loop, name="ds01q-heartbeat", daemon=True)
     beats.start()
-    redis = Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_timeout=30)
+    # no socket timeout: the worker blocks on the queue; a Redis restart breaks the connection at once
+    redis = Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_keepalive=True)
     log.info("agent %s: serving %s", node, queue_name(node))
     try:
         while not agent.stop_event.is_set():

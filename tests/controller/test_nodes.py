@@ -14,7 +14,7 @@ from ds01q.inventory.static import static_inventory
 from ds01q.inventory.sync import sync
 from ds01q.scheduler.cycle import without_unavailable_nodes
 from ds01q.scheduler.snapshot import Snapshot
-from ds01q.types import SliceInfo
+from ds01q.types import JobState, SliceInfo
 from tests.controller.test_controller import GPU, SLICES, T0, Harness, config_data, db_url  # noqa: F401
 
 GPU2 = "GPU-00000000-0000-0000-0000-000000000002"
@@ -148,3 +148,107 @@ def test_scheduler_treats_unavailable_nodes_as_drained() -> None:
     out = without_unavailable_nodes(snap)
     assert [s.drained for s in out.slices] == [False, True]
     assert without_unavailable_nodes(Snapshot(now=0.0, slices=(a, b), pending=(), running=(), groups={})).slices == (a, b)
+
+
+# ----------------------------------------------------------------- the agent's side, with a FakeExecutor
+def agent_for(nh: NodesHarness, node: str = "n1") -> Any:
+    from ds01q.daemon.agent import Agent
+    from ds01q.executors.fake import FakeExecutor
+
+    return Agent(nh.settings.current, node, nh.sessions, FakeExecutor(clock=nh.clock), clock=nh.clock)
+
+
+def starting_on(nh: NodesHarness, node: str) -> int:
+    from ds01q.db import jobstate, store
+
+    j = nh.submit()
+    with nh.sessions.begin() as s:
+        job = store.get_job(s, j)
+        job.node = node
+        jobstate.transition(s, job, JobState.STARTING, at=nh.clock.now(), by="test")
+    return j
+
+
+def start_payload(nh: NodesHarness, job_id: int) -> dict[str, Any]:
+    from ds01q.dispatch.messages import spec_to_dict
+    from ds01q.executors.base import LaunchSpec
+
+    spec = LaunchSpec(job_id=job_id, name="t", user="root", uid=0, gid=0, group="student", image="img",
+                      command=["/bin/sh", "/ds01q/job"], workdir=str(nh.tmp_path), env={}, slices=[],
+                      mounts=[("/server/spool/1.sh", "/ds01q/job", "ro")])
+    return {"spec": spec_to_dict(spec), "files": {"/ds01q/job": "#!/bin/sh\necho hi\n"}}
+
+
+def command_state(nh: NodesHarness, cmd_id: int) -> tuple[str, dict[str, Any]]:
+    import json
+
+    from ds01q.db.models import NodeCommand
+
+    with nh.sessions() as s:
+        c = s.get(NodeCommand, cmd_id)
+        assert c is not None
+        return c.state, json.loads(c.result or "{}")
+
+
+def test_agent_starts_once_when_a_start_is_delivered_twice(nh: NodesHarness) -> None:
+    agent = agent_for(nh)
+    j = starting_on(nh, "n1")
+    with nh.sessions.begin() as s:
+        cid = nodes.add_command(s, "n1", j, "start", start_payload(nh, j), T0)
+    assert agent.execute(cid) == "done"
+    assert agent.execute(cid) == "skipped"  # the same message again (re-driven): already acknowledged
+    with nh.sessions.begin() as s:  # a second command for the same start (server timed out and re-sent)
+        cid2 = nodes.add_command(s, "n1", j, "start", start_payload(nh, j), T0)
+    assert agent.execute(cid2) == "done"
+    launches = [c for c in agent.executor.calls if c[0] == "launch"]
+    assert launches == [("launch", j)]
+    assert command_state(nh, cid)[1] == command_state(nh, cid2)[1]  # both name the one container
+    spooled = Path(nh.settings.current.executor.state_dir) / "scripts" / f"{j}.sh"
+    assert spooled.read_text() == "#!/bin/sh\necho hi\n"  # the script was shipped, not read from the server's disk
+
+
+def test_agent_refuses_a_start_for_a_job_that_moved_on(nh: NodesHarness) -> None:
+    agent = agent_for(nh, "n2")
+    j = starting_on(nh, "n1")  # meant for n1
+    with nh.sessions.begin() as s:
+        cid = nodes.add_command(s, "n2", j, "start", start_payload(nh, j), T0)
+    assert agent.execute(cid) == "failed"
+    assert "no longer to be started on n2" in command_state(nh, cid)[1]["error"]
+    assert agent.executor.calls == []
+    with nh.sessions.begin() as s:
+        other = nodes.add_command(s, "n1", j, "start", start_payload(nh, j), T0)
+    assert agent.execute(other) == "skipped"  # another node's command: not n2's to run
+
+
+def test_agent_reports_an_exit_once_and_stops_strays(nh: NodesHarness) -> None:
+    from ds01q.db import jobstate, store
+    from ds01q.dispatch.messages import node_ref
+
+    agent = agent_for(nh)
+    j = starting_on(nh, "n1")
+    with nh.sessions.begin() as s:
+        cid = nodes.add_command(s, "n1", j, "start", start_payload(nh, j), T0)
+    agent.execute(cid)
+    ref = command_state(nh, cid)[1]["container"]
+    with nh.sessions.begin() as s:
+        job = store.get_job(s, j)
+        job.container = node_ref("n1", ref)
+        jobstate.transition(s, job, JobState.RUNNING, at=T0, by="test")
+    agent.beat()
+    assert agent.report_exits() == 0  # still running
+    agent.executor.finish(j, exit_code=3)
+    assert agent.report_exits() == 1
+    assert agent.report_exits() == 0  # reported again: nothing new
+    with nh.sessions() as s:
+        rows = nodes.exits_after(s, 0)
+        assert [(r.job_id, r.ref, r.exit_code) for r in rows] == [(j, node_ref("n1", ref), 3)]
+    # a container whose job ended (or moved to another node) is stopped and removed by the next beat
+    j2 = starting_on(nh, "n1")
+    with nh.sessions.begin() as s:
+        cid = nodes.add_command(s, "n1", j2, "start", start_payload(nh, j2), T0)
+    agent.execute(cid)
+    with nh.sessions.begin() as s:
+        job = store.get_job(s, j2)
+        jobstate.transition(s, job, JobState.PENDING, at=T0, by="test", reason="requeued elsewhere")
+    agent.beat()
+    assert ("stop", j2) in agent.executor.calls and ("remove", j2) in agent.executor.calls
