@@ -71,6 +71,24 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class DispatchConfig:
+    """How the server reaches executors: ``local`` (in-process, one server) or ``rq`` (agents on
+    several nodes, through Redis). Agents send a heartbeat every ``heartbeat_s``; a node that
+    missed ``missed_heartbeats`` of them is DOWN."""
+
+    kind: str = "local"
+    redis: str | None = None
+    heartbeat_s: float = 5.0
+    missed_heartbeats: int = 3
+    command_timeout_s: float = 120.0  # how long the server waits for an agent to acknowledge a command
+    redrive_s: float = 5.0  # an unacknowledged command is sent again after this long
+
+    @property
+    def down_after_s(self) -> float:
+        return self.heartbeat_s * self.missed_heartbeats
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     database: str
@@ -94,6 +112,7 @@ class Config:
     security: SecurityConfig = field(default_factory=lambda: SecurityConfig())
     mig_auto: str = "off"  # off | on | propose-only (config key mig.auto: false | true | propose-only)
     mig_auto_params: AutoParams = field(default_factory=AutoParams)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -299,6 +318,33 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
     )
 
 
+DISPATCH_KEYS = {"kind", "redis", "heartbeat", "missed_heartbeats", "command_timeout", "redrive"}
+
+
+def _dispatch(d: dict[str, Any]) -> DispatchConfig:
+    path = "dispatch"
+    unknown = sorted(set(d) - DISPATCH_KEYS)
+    if unknown:
+        raise ConfigError(f"dispatch.{unknown[0]}: unknown key (allowed: {', '.join(sorted(DISPATCH_KEYS))})")
+    kind = _get(d, "kind", path, str, "local")
+    if kind not in ("local", "rq"):
+        raise ConfigError(f"dispatch.kind: {kind!r} is not allowed (allowed: local, rq)")
+    redis = _get(d, "redis", path, str, None)
+    if kind == "rq" and not (redis and redis.startswith(("redis://", "rediss://", "unix://"))):
+        raise ConfigError(f"dispatch.redis: {redis!r} is not a Redis URL like redis://10.0.0.1:6379/0 "
+                          "(needed with dispatch.kind: rq)")
+    missed = _get(d, "missed_heartbeats", path, int, 3)
+    if missed < 1:
+        raise ConfigError(f"dispatch.missed_heartbeats: {missed} must be >= 1")
+    defaults = DispatchConfig()
+    return DispatchConfig(
+        kind=kind, redis=redis, missed_heartbeats=missed,
+        heartbeat_s=_duration(d, "heartbeat", path) or defaults.heartbeat_s,
+        command_timeout_s=_duration(d, "command_timeout", path) or defaults.command_timeout_s,
+        redrive_s=_duration(d, "redrive", path) or defaults.redrive_s,
+    )
+
+
 def _weights(d: dict[str, Any]) -> Weights:
     path, w = "scheduler.weights", Weights()
     return Weights(
@@ -369,6 +415,7 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         lifecycle_exempt=tuple(_get(lifecycle, "exempt_users", "lifecycle", list, [])),
         security=_security(_mapping(data, "security", "")),
         **_mig_auto(_mapping(data, "mig", "")),
+        dispatch=_dispatch(_mapping(data, "dispatch", "")),
     )
 
 

@@ -74,6 +74,7 @@ class StopOutcome(str, enum.Enum):
     LAYOUT_CHANGE = "layout_change"  # its slice went or is going away: NODE_FAIL, requeued if allowed
     ADMIN_REQUEUE = "admin_requeue"  # ds01q admin requeue
     SHELL_EXIT = "shell_exit"  # the last shell of a session exited; its code is the job's
+    NODE_DOWN = "node_down"  # its node missed its heartbeats: NODE_FAIL, batch jobs requeued
 
     @property
     def end_state(self) -> JobState:
@@ -89,12 +90,14 @@ _OUTCOME_STATE = {
     StopOutcome.IDLE: JobState.CANCELLED, StopOutcome.PREEMPTED: JobState.PREEMPTED,
     StopOutcome.LAYOUT_CHANGE: JobState.NODE_FAIL, StopOutcome.ADMIN_REQUEUE: JobState.PREEMPTED,
     StopOutcome.SHELL_EXIT: JobState.COMPLETED,  # FAILED when the shell's code is not 0
+    StopOutcome.NODE_DOWN: JobState.NODE_FAIL,
 }
 _OUTCOME_REASON = {
     StopOutcome.CANCELLED: "cancelled", StopOutcome.TIMEOUT: "time limit reached",
     StopOutcome.IDLE: "idle timeout", StopOutcome.PREEMPTED: "preempted",
     StopOutcome.LAYOUT_CHANGE: "mig layout change", StopOutcome.ADMIN_REQUEUE: "requeued by admin",
     StopOutcome.SHELL_EXIT: "shell exited",
+    StopOutcome.NODE_DOWN: "node down",
 }
 
 

@@ -3,7 +3,10 @@
 #
 #   scripts/ci-services.sh          Docker engine + the local images ds01q/busybox:test and
 #                                   ds01q/debian:test (debootstrap minbase, dynamically linked)
-#   scripts/ci-services.sh --all    the above, plus redis-server (127.0.0.1:6379) and PostgreSQL
+#   scripts/ci-services.sh --all    the above, plus redis-server (127.0.0.1:6379) and PostgreSQL,
+#                                   and the images ds01q/redis:test and ds01q/postgres:test that the
+#                                   multi-node tests start with testcontainers (debootstrap minbase
+#                                   from apt's own Debian mirror + the server package, docker import)
 #
 # Idempotent: installs only missing packages, starts only what is not running and
 # builds the image only when it does not exist. No systemd and no registry needed.
@@ -117,37 +120,82 @@ else
 fi
 [ "$(docker run --rm "$IMAGE" sh -c 'echo ok')" = "ok" ] || die "smoke test 'docker run --rm $IMAGE' failed"
 
-# ---------------------------------------------------------------- dynamically linked test image
-# The security tests need a /bin/sh that honours LD_PRELOAD, like every Ubuntu/CUDA image:
-# a minbase root file system of the suite apt already uses, built from Debian's packages.
-apt_suite_and_mirror() {
-    local suite mirror
-    suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    mirror=$( { grep -rhoE '^(URIs:|deb) *https?://[^ ]*debian/?( |$)' /etc/apt/sources.list \
-        /etc/apt/sources.list.d/ 2>/dev/null || true; } | grep -v security | head -1 | sed -E 's/^(URIs:|deb) *//; s/ *$//')
-    echo "${suite:-bookworm} ${mirror:-http://deb.debian.org/debian}"
+# ---------------------------------------------------------------- service images (testcontainers)
+# The Debian mirror and suite apt already uses (deb822 .sources or a one-line sources.list).
+apt_mirror() {
+    local uri suite
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    suite=$(awk '/^Suites:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    if [ -z "$uri" ]; then
+        read -r uri suite < <(awk '$1 == "deb" && $2 !~ /^\[/ {print $2, $3; exit}' /etc/apt/sources.list 2>/dev/null) || true
+    fi
+    [ -n "$uri" ] && [ -n "$suite" ] || die "cannot find apt's Debian mirror in /etc/apt/sources.list{,.d/debian.sources}"
+    echo "$uri $suite"
 }
 
-build_debian_image() {
-    local suite mirror rootfs
-    read -r suite mirror < <(apt_suite_and_mirror)
-    rootfs=$(mktemp -d /tmp/ds01q-debian.XXXXXX)
-    log "debootstrap --variant=minbase $suite from $mirror"
-    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >/var/log/ds01q-debootstrap.log 2>&1 \
-        || { rm -rf "$rootfs"; die "debootstrap failed; see /var/log/ds01q-debootstrap.log"; }
+# build_service_image TAG [PACKAGE ENTRYPOINT-SCRIPT]: debootstrap minbase (+ PACKAGE), then docker import.
+# Without a package it is the plain dynamically linked Debian the security tests use (CMD sh).
+build_service_image() {
+    local tag=$1 pkg=${2:-} entry=${3:-} rootfs mirror suite cmd='["sh"]'
+    read -r mirror suite < <(apt_mirror)
+    rootfs=$(mktemp -d /tmp/ds01q-svc.XXXXXX)
+    log "building $tag: debootstrap --variant=minbase ${pkg:+--include=$pkg }$suite from $mirror"
+    debootstrap --variant=minbase ${pkg:+--include="$pkg"} "$suite" "$rootfs" "$mirror" >/tmp/ds01q-debootstrap.log 2>&1 \
+        || { rm -rf "$rootfs"; die "debootstrap for $tag failed; see /tmp/ds01q-debootstrap.log"; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    if [ -n "$entry" ]; then
+        install -m 0755 /dev/stdin "$rootfs/usr/local/bin/ds01q-entry" <<<"$entry"
+        cmd='["/usr/local/bin/ds01q-entry"]'
+    fi
     tar -C "$rootfs" --numeric-owner -c . | docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["sh"]' - "$DEBIAN_IMAGE" >/dev/null
+        --change "CMD $cmd" - "$tag" >/dev/null
     rm -rf "$rootfs"
 }
 
+# The security tests need a /bin/sh that honours LD_PRELOAD, like every Ubuntu/CUDA image.
 if docker image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
     log "image $DEBIAN_IMAGE exists"
 else
-    build_debian_image
+    build_service_image "$DEBIAN_IMAGE"
 fi
 docker run --rm "$DEBIAN_IMAGE" sh -c 'ldd /bin/sh | grep -q libc' || die "$DEBIAN_IMAGE has no dynamically linked /bin/sh"
+
+REDIS_ENTRY='#!/bin/sh
+exec redis-server --bind 0.0.0.0 --port 6379 --protected-mode no --save "" --appendonly no "$@"'
+
+# POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB as the official image reads them (testcontainers sets them).
+POSTGRES_ENTRY='#!/bin/sh
+set -e
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+data=/var/lib/postgresql/data
+user=${POSTGRES_USER:-postgres}; db=${POSTGRES_DB:-$user}; pw=${POSTGRES_PASSWORD:-postgres}
+if [ ! -s "$data/PG_VERSION" ]; then
+    mkdir -p "$data" /run/postgresql && chown postgres:postgres "$data" /run/postgresql
+    printf "%s\n" "$pw" >/tmp/pw && chown postgres /tmp/pw
+    su postgres -s /bin/sh -c "$bin/initdb -D $data -U $user --pwfile=/tmp/pw --auth-local=trust --auth-host=md5"
+    rm -f /tmp/pw
+    echo "listen_addresses = '"'"'*'"'"'" >>"$data/postgresql.conf"
+    echo "host all all 0.0.0.0/0 md5" >>"$data/pg_hba.conf"
+    su postgres -s /bin/sh -c "$bin/pg_ctl -D $data -w -o \"-c listen_addresses=\" start"
+    [ "$db" = postgres ] || su postgres -s /bin/sh -c "$bin/createdb -U $user -O $user $db"
+    su postgres -s /bin/sh -c "$bin/pg_ctl -D $data -w stop"
+fi
+mkdir -p /run/postgresql && chown postgres:postgres /run/postgresql
+exec su postgres -s /bin/sh -c "exec $bin/postgres -D $data -c fsync=off -c synchronous_commit=off"'
+
+if [ "$ALL" -eq 1 ]; then
+    for spec in "ds01q/redis:test redis-server" "ds01q/postgres:test postgresql"; do
+        read -r tag pkg <<<"$spec"
+        if docker image inspect "$tag" >/dev/null 2>&1; then
+            log "image $tag exists"
+        elif [ "$pkg" = redis-server ]; then
+            build_service_image "$tag" "$pkg" "$REDIS_ENTRY"
+        else
+            build_service_image "$tag" "$pkg" "$POSTGRES_ENTRY"
+        fi
+    done
+fi
 
 # ---------------------------------------------------------------- redis + postgres
 if [ "$ALL" -eq 1 ]; then

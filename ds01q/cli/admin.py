@@ -65,7 +65,7 @@ def requeue(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.option("--reason", default=None)
 @click.pass_context
 def drain(ctx: click.Context, uuid: str, reason: str | None) -> None:
-    """Give a GPU or slice no new jobs."""
+    """Give a node, GPU or slice no new jobs (UUID: a node name, or a GPU/slice UUID)."""
     with _c(ctx) as c:
         r = c.call("admin.drain", uuid=uuid, reason=reason)
     click.echo(f"{r['kind']} {r['uuid']}: drained")

@@ -21,6 +21,7 @@ def client(ctx: click.Context) -> Client:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
     "admin": "ds01q.cli.admin:admin",
+    "agent": "ds01q.cli.agent:agent",
     "report": "ds01q.cli.report:report",
     "simulate": "ds01q.cli.simulate:simulate",
     "shell": "ds01q.cli.shell:shell",

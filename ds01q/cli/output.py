@@ -85,6 +85,8 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
     rows = []
     for j in jobs:
         where = ",".join(s[:16] for s in j["slices"]) if j["slices"] else f"({j.get('reason') or '-'})"
+        if j["slices"] and j.get("node") and j["node"] != "local":  # several nodes: say which
+            where = f"{j['node']}:{where}"
         st = j["state"] + ("(borrowing)" if j.get("borrowing") else "")
         r: list[Any] = [j["id"], j["name"][:20], j["user"], j["group"], st, request_text(j["request"]),
                         elapsed(j), where]
@@ -101,7 +103,7 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
 def job_detail(j: dict[str, Any]) -> None:
     keys = ["id", "name", "user", "group", "state", "reason", "reason_detail", "explain", "exit_code", "priority",
             "slices", "image", "workdir", "output", "time_limit_s", "submitted_at", "started_at", "ended_at",
-            "estimated_start", "borrowing"]
+            "estimated_start", "borrowing", "node"]
     if j.get("explain") == j.get("reason_detail"):
         keys.remove("explain")
     for k in keys:
@@ -128,7 +130,12 @@ def status_view(st: dict[str, Any]) -> None:
         click.echo(f"SCHEDULER LOOP STALLED: no pass finished since {daemon.get('last_tick_at')}")
     for step, err in (daemon.get("step_errors") or {}).items():
         click.echo(f"loop step {step} failing: {err}")
+    for n in st.get("nodes") or []:
+        why = f" ({n['reason']})" if n.get("reason") else ""
+        click.echo(f"node {n['name']}: {n['state']}{why}, last heartbeat {short_time(n['last_heartbeat'])}")
     for g in st["gpus"]:
+        if st.get("nodes"):
+            click.echo(f"[{g['node']}] ", nl=False)
         flag = " [DRAINED: " + (g.get("drain_reason") or "") + "]" if g["drained"] else ""
         util = f"  util {g['utilization']:.0f}%" if g.get("utilization") is not None else ""
         click.echo(f"GPU {g['index']} {g['name']} {g['uuid']}{flag}{util}")

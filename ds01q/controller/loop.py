@@ -29,6 +29,7 @@ from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
 from ds01q.controller.reconcile import reconcile_containers
 from ds01q.controller.preempt import preempt
+from ds01q.controller.nodes import check_nodes
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -131,6 +132,7 @@ class Controller:
         now = self.clock.now()
         guard = self.health.guard
         guard("inventory", now, self.reconcile_inventory, now)
+        guard("nodes", now, check_nodes, self.deps, now)  # several nodes: silent ones go DOWN, their jobs NODE_FAIL
         full = now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep
         guard("reap", now, self.reap, full)
         if full:  # containers against jobs, by label: adopt, record, requeue the vanished, remove strays

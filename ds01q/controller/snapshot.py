@@ -7,7 +7,7 @@ from typing import Sequence
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
-from ds01q.db import store
+from ds01q.db import nodes, store
 from ds01q.config import Config
 from ds01q.db.models import Job
 from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot
@@ -79,6 +79,7 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         weights=cfg.weights,
         policy=cfg.policy,
         possible_profiles=possible_profiles(infos),
+        unavailable_nodes=nodes.unavailable(session),
     )
 
 

@@ -64,7 +64,14 @@ def build(config_path: str | None) -> Daemon:
     settings = ConfigRef(cfg)
     sessions = make_sessionmaker(make_engine(cfg.database))
     try:
-        executor, driver = make_executor(cfg)
+        if cfg.dispatch.kind == "rq":  # several nodes: every job runs through a node's agent
+            from ds01q.dispatch.remote import RemoteExecutor
+
+            executor, driver = RemoteExecutor(sessions, cfg.dispatch.redis or "",
+                                              command_timeout_s=cfg.dispatch.command_timeout_s,
+                                              redrive_s=cfg.dispatch.redrive_s), None
+        else:
+            executor, driver = make_executor(cfg)
     except ExecutorError:
         raise
     except Exception as e:

@@ -152,3 +152,71 @@ class InventoryEvent(Base):
     uuid: Mapped[str] = mapped_column(String(96))
     detail: Mapped[str | None] = mapped_column(String(400), nullable=True)
     by: Mapped[str] = mapped_column(String(128))
+
+
+# ----------------------------------------------------------------- several nodes (dispatch.kind: rq)
+class Node(Base):
+    """A GPU node whose agent reports to this database. State UP, DOWN (missed heartbeats) or
+    DRAINED (``ds01q admin drain NODE``). ``running`` is the agent's last list of live
+    containers, JSON ``{job_id: container id}``."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="UP")
+    reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    last_heartbeat: Mapped[float] = mapped_column(Float)
+    registered_at: Mapped[float] = mapped_column(Float)
+    running: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class NodeCommand(Base):
+    """A request the server dispatched to a node's agent (start, stop, signal, exec, remove).
+    The row is written before the RQ message; the agent acknowledges by moving ``state``
+    from ``sent`` to ``done`` or ``failed`` (compare-and-set), so a message that Redis lost is
+    sent again and one delivered twice is executed once."""
+
+    __tablename__ = "node_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    job_id: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(16), default="sent", index=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    done_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class NodeExit(Base):
+    """How a container on a node ended, as its agent saw it. One row per (job, container): an
+    exit reported twice is stored once (the unique key refuses the second)."""
+
+    __tablename__ = "node_exits"
+    __table_args__ = (Index("uq_node_exits_job_ref", "job_id", "ref", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[int] = mapped_column(Integer)
+    ref: Mapped[str] = mapped_column(String(128))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str] = mapped_column(String(400), default="")
+    reported_at: Mapped[float] = mapped_column(Float)
+
+
+class NodeSample(Base):
+    """The latest usage sample of a container on a node (one row per job, overwritten)."""
+
+    __tablename__ = "node_samples"
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(128))
+    cpu_s: Mapped[float] = mapped_column(Float)
+    mem_bytes: Mapped[int] = mapped_column(BigInteger)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    at: Mapped[float] = mapped_column(Float)

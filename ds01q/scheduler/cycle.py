@@ -38,6 +38,7 @@ shapes; per job the pass does a few dict look-ups, in one loop (``_Pass.run``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -439,6 +440,7 @@ def schedule(snapshot: Snapshot) -> CycleResult:
     """Decide which pending jobs start now, on which slices, and why the rest wait."""
     if snapshot.policy not in POLICIES:
         raise ConfigError(f"unknown scheduler policy {snapshot.policy!r} (allowed: {', '.join(POLICIES)})")
+    snapshot = without_unavailable_nodes(snapshot)
     priorities, factors = compute_priorities(snapshot)
     state = _Pass(snapshot)
     order = order_pending(snapshot, priorities)
@@ -448,3 +450,11 @@ def schedule(snapshot: Snapshot) -> CycleResult:
     chosen = state.reclaim(order, lenders)
     pending = state.pending_infos(priorities)
     return CycleResult(tuple(state.placements), pending, priorities, factors, chosen, lenders | borrowed)
+
+
+def without_unavailable_nodes(snapshot: Snapshot) -> Snapshot:
+    """The snapshot with every slice of a DOWN or DRAINED node marked drained."""
+    gone = snapshot.unavailable_nodes
+    if not gone or not any(s.node in gone and not s.drained for s in snapshot.slices):
+        return snapshot
+    return replace(snapshot, slices=tuple(replace(s, drained=True) if s.node in gone else s for s in snapshot.slices))

@@ -100,6 +100,9 @@ class Snapshot:
     # Profiles that some valid layout of some GPU in the inventory could offer
     # (used for NeverFits when the current layout cannot satisfy a request).
     possible_profiles: frozenset[str] = frozenset()
+    # Nodes that take no new job (DOWN: missed heartbeats; DRAINED by an admin). Their slices
+    # count as drained in this pass.
+    unavailable_nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ds01q.db import store
+from ds01q.db import nodes, store
 from ds01q.errors import RequestError
 from ds01q.services.context import Caller, Context, NoLoop
 from ds01q.inventory.sync import set_drain
@@ -35,8 +35,10 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         out.append(entry)
     with ctx.sessions() as session:
         events = store.inventory_events(session, limit=int(a.get("events", 20)))
+        node_rows = [{"name": n.name, "state": n.state, "reason": n.reason, "last_heartbeat": iso(n.last_heartbeat),
+                      "running": len(nodes.running_of(n))} for n in nodes.all_nodes(session)]
     health = getattr(ctx.loop, "loop_health", dict)()
-    return {"gpus": out, "pending": _count(ctx, JobState.PENDING), "daemon": health,
+    return {"gpus": out, "nodes": node_rows, "pending": _count(ctx, JobState.PENDING), "daemon": health,
             "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
                        for e in events]}
 
@@ -73,10 +75,18 @@ def drain(ctx: Context, caller: Caller, a: dict[str, Any], on: bool) -> dict[str
     ctx.require_admin(caller, "ds01q admin drain" if on else "ds01q admin resume")
     uuid = a.get("uuid")
     if not isinstance(uuid, str) or not uuid:
-        raise RequestError("give the UUID of a GPU or slice (see `ds01q status`)")
+        raise RequestError("give a node name or the UUID of a GPU or slice (see `ds01q status`)")
     with ctx.sessions.begin() as session:
-        kind = set_drain(session, uuid, on, a.get("reason") or ("drained by " + caller.user),
-                         at=ctx.clock.now(), by=caller.user)
+        node = nodes.get(session, uuid)
+        if node is not None:  # `ds01q admin drain NODE`: the scheduler places nothing there
+            if on:
+                nodes.set_state(session, node, nodes.DRAINED, a.get("reason") or ("drained by " + caller.user))
+            elif node.state == nodes.DRAINED:
+                nodes.set_state(session, node, nodes.UP, None)  # a silent node goes DOWN at the next tick
+            kind = "node"
+        else:
+            kind = set_drain(session, uuid, on, a.get("reason") or ("drained by " + caller.user),
+                             at=ctx.clock.now(), by=caller.user)
     ctx.wake()
     return {"uuid": uuid, "kind": kind, "drained": on}
 
