@@ -203,3 +203,13 @@ def test_an_allocation_left_by_a_finished_job_is_released(h: Harness) -> None:
     h.tick(advance=6)
     h.tick()
     assert h.active_allocations() == []
+
+
+def test_a_loop_that_stops_making_progress_shows_as_stalled() -> None:
+    from ds01q.controller.health import Health
+
+    health = Health()
+    assert health.to_dict(100.0, 1.0)["loop"] == "starting"
+    health.ticked(100.0)
+    assert health.to_dict(103.0, 1.0)["loop"] == "ok"
+    assert health.to_dict(120.0, 1.0)["loop"] == "stalled"
