@@ -9,7 +9,8 @@ with its launch attempt. Against the jobs that hold slices:
 - a RUNNING or STOPPING job whose container vanished ends NODE_FAIL ("container vanished")
   and is requeued per policy; one whose container exited has the exit recorded;
 - any other container (no job holding slices, an old attempt, a job that ended and whose
-  removal failed) is stopped and removed, and reported in the log.
+  removal failed) is stopped and removed, and reported in the log;
+- an allocation still held by a job that no longer holds slices (a leak) is released.
 
 A listing that fails marks the executor down (``Health.executor_error``); the next
 successful one clears it. The controller places nothing while the executor is down.
@@ -40,6 +41,7 @@ class Report:
     forgotten: list[int] = field(default_factory=list)
     vanished: list[int] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)
+    leaks: list[int] = field(default_factory=list)
 
 
 def reconcile_containers(ctl: Controller) -> Report | None:
@@ -62,7 +64,13 @@ def reconcile_containers(ctl: Controller) -> Report | None:
     keep: set[str] = set()
     now = ctl.clock.now()
     with ctl.txn() as session:
-        for job in store.jobs_in(session, store.HOLDING):
+        holding = store.jobs_in(session, store.HOLDING)
+        holders = {j.id for j in holding}
+        for job_id in sorted({a.job_id for a in store.active_allocations(session)} - holders):
+            log.warning("job %s no longer holds slices but its allocation was still active: released", job_id)
+            store.release(session, job_id, now)
+            report.leaks.append(job_id)
+        for job in holding:
             mine = by_job.get(job.id, [])
             if job.id in busy:
                 keep.update(f.handle.ref for f in mine)
@@ -116,6 +124,6 @@ def reconcile_containers(ctl: Controller) -> Report | None:
         log.warning("container %s (job %s, attempt %s) belongs to no running job: stopping and removing it",
                     f.handle.ref[:12], f.handle.job_id, f.attempt)
         ctl._stop_async(f.handle.job_id, f.handle.ref, remove=True)
-    if report.adopted or report.forgotten or report.vanished or report.recorded:
+    if report.adopted or report.forgotten or report.vanished or report.recorded or report.leaks:
         log.info("reconciled containers: %s", report)
     return report

@@ -189,3 +189,27 @@ def test_usage_is_charged_to_the_containers_own_times(h: Harness) -> None:
     h.tick()
     job = h.job(job_id)
     assert job.state == "COMPLETED" and job.ended_at == pytest.approx(finished)
+
+
+def test_an_allocation_left_by_a_finished_job_is_released(h: Harness) -> None:
+    job_id = h.submit(mig="2g.10gb")
+    h.tick()
+    h.ex.finish(job_id)
+    h.tick()
+    with h.sessions.begin() as s:  # a leak as an old bug left them: allocation rows of a finished job
+        for a in store.allocations_of(s, job_id, active_only=False):
+            a.released_at = None
+    assert len(h.active_allocations()) == 1
+    h.tick(advance=6)
+    h.tick()
+    assert h.active_allocations() == []
+
+
+def test_a_loop_that_stops_making_progress_shows_as_stalled() -> None:
+    from ds01q.controller.health import Health
+
+    health = Health()
+    assert health.to_dict(100.0, 1.0)["loop"] == "starting"
+    health.ticked(100.0)
+    assert health.to_dict(103.0, 1.0)["loop"] == "ok"
+    assert health.to_dict(120.0, 1.0)["loop"] == "stalled"

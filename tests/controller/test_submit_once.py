@@ -146,10 +146,8 @@ def test_the_client_waits_for_a_server_that_is_starting(sock_path: str) -> None:
 
 
 def test_no_server_is_one_line_after_the_wait(sock_path: str) -> None:
-    t0 = time.monotonic()
-    with pytest.raises(ServerUnavailable, match=f"^no ds01q server on {sock_path}"):
+    with pytest.raises(ServerUnavailable, match=f"^no ds01q server on {sock_path} \\(start `ds01q server`"):
         Client(sock_path, timeout=5, connect_wait=0.3).call("ping")
-    assert time.monotonic() - t0 >= 0.2
 
 
 def test_burst_of_connections_beyond_the_old_backlog(sock_path: str) -> None:

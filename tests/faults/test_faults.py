@@ -153,3 +153,31 @@ def test_a_stop_during_an_engine_outage_is_retried(make_daemon: Callable[..., Da
         jobs = check_invariants(d, c, ids + later, marker, timeout=60)
     assert jobs[ids[0]]["state"] == "CANCELLED" and jobs[later[0]]["state"] == "COMPLETED"
     proxy.down()
+
+
+@pytest.mark.timeout(180)
+def test_submit_wait_survives_a_daemon_restart(make_daemon: Callable[..., Daemon]) -> None:
+    import threading
+
+    d = make_daemon()
+    path = d.script("ds01q-stu1", "w.sh", "sleep 4\nexit 3\n")
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(d.cli("ds01q-stu1", "submit", "--wait", str(path))))
+    t.start()
+    time.sleep(2)
+    d.kill()
+    time.sleep(1)
+    d.start()
+    t.join(timeout=120)
+    (r,) = result
+    assert r.rc == 3 and "Submitted batch job" in r.out and "Traceback" not in r.err, r
+
+
+@pytest.mark.timeout(120)
+def test_logs_prints_the_whole_file(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon()
+    job_id = d.submit("ds01q-stu1", "i=0; while [ $i -lt 3000 ]; do printf '%01000d\\n' $i; i=$((i+1)); done\n"
+                      "echo the-end\n", "--gpus", "0")
+    d.wait_state(job_id, "COMPLETED", timeout=60)
+    r = d.cli("ds01q-stu1", "logs", str(job_id))
+    assert r.rc == 0 and len(r.out) > 3_000_000 and r.out.rstrip().endswith("the-end"), (r.rc, len(r.out))
