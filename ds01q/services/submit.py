@@ -85,6 +85,7 @@ def _env(a: dict[str, Any]) -> dict[str, str]:
 def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     cfg = ctx.config
     group = cfg.group_of(caller.user)
+    validate.check_types(a, validate.SUBMIT_TYPES)
     interactive = validate.strict_bool(a, "interactive", False)
     hold = validate.strict_bool(a, "hold", False)
     requeue = validate.strict_bool(a, "requeue", not interactive)
@@ -129,6 +130,7 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         refusal = check_request(request, limits, tuple(infos), possible_profiles(infos), time_s, group.name)
         if refusal:
             raise LimitError(refusal)
+        if limits.max_queued_jobs is not None:
             queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
             if queued >= limits.max_queued_jobs:
                 raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "

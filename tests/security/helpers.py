@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any, Callable
 
 from tests.support import ensure_user
@@ -45,7 +46,12 @@ def request(path: str, line: bytes, timeout: float = 10.0) -> dict[str, Any] | s
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(timeout)
     try:
-        s.connect(path)
+        for _ in range(200):  # a full listen backlog answers EAGAIN: wait for the daemon to accept
+            try:
+                s.connect(path)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
         try:
             s.sendall(line)
         except BrokenPipeError:  # the daemon hung up mid-request (an oversized line): read its answer
