@@ -15,7 +15,7 @@ from ds01q.daemon import identity
 from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, accounting, jobs, mig, status, submit
+from ds01q.services import Caller, Context, accounting, audit, jobs, mig, status, submit
 
 if TYPE_CHECKING:
     from ds01q.daemon.build import Daemon
@@ -44,6 +44,7 @@ OPS: dict[str, Handler] = {
     "admin.mig.apply": mig.apply,
     "report": accounting.report,
     "admin.accounting.rollup": accounting.rollup_op,
+    "admin.audit": audit.audit,
 }
 
 
@@ -123,8 +124,10 @@ class _RequestHandler(socketserver.BaseRequestHandler):
                 self.request.settimeout(None)
                 relay.serve_attach(self.server.relay, caller, self.request, reader, msg.get("args") or {})
                 return
+            answer = handle(ctx, caller, msg)
+            audit.record(ctx, caller, msg.get("op"), msg.get("args"), answer)
             try:
-                protocol.send(self.request, handle(ctx, caller, msg))
+                protocol.send(self.request, answer)
             except OSError:
                 return
 

@@ -67,3 +67,22 @@ def test_database_and_wal_are_private(sec_daemon: Daemon) -> None:
 
     from tests.security.helpers import as_user
     assert as_user("ds01q-stu2", peek) == []
+
+
+def test_state_changes_are_audited_and_only_admins_read_the_log(sec_daemon: Daemon) -> None:
+    """Deliverable 4: who, what, result for every state-changing request, readable by admins only."""
+    job = sec_daemon.submit("ds01q-stu1", "sleep 1\n", "--hold")
+    denied = sec_daemon.cli("ds01q-stu2", "cancel", str(job))
+    assert denied.rc != 0
+    assert sec_daemon.cli("ds01q-stu1", "cancel", str(job)).rc == 0
+    assert sec_daemon.cli("ds01q-stu1", "queue").rc == 0  # read-only: not audited
+    refused = sec_daemon.cli("ds01q-stu1", "admin", "audit")
+    assert refused.rc != 0 and "admin" in refused.err and refused.err.count("\n") <= 1, refused
+    rows = sec_daemon.cli_json("ds01q-adm1", "admin", "audit")
+    got = [(r["user"], r["op"], r["ok"]) for r in reversed(rows)]
+    assert got == [("ds01q-stu1", "submit", True), ("ds01q-stu2", "cancel", False),
+                   ("ds01q-stu1", "cancel", True)], rows
+    assert rows[0]["target"] == f'{{"ids":[{job}]}}' and rows[1]["result"].startswith("permission:"), rows
+    assert rows[2]["result"] == f"ok: job {job}"
+    table = sec_daemon.cli("ds01q-adm1", "admin", "audit", "--user", "ds01q-stu2")
+    assert table.rc == 0 and "cancel" in table.out and "submit" not in table.out, table
