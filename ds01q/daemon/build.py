@@ -32,7 +32,8 @@ def make_executor(cfg: Config) -> tuple[Executor, str | None]:
     from ds01q.executors.docker import DockerExecutor
 
     inst = cfg.executor.instance
-    ex = DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
+    ex = DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q",
+                        network=cfg.executor.network)
     driver = cfg.executor.cgroup_driver
     if driver == "auto":
         driver = ex.cgroup_driver()
