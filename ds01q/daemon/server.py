@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ds01q import protocol
 from ds01q.daemon import identity
+from ds01q.daemon.janitor import Janitor
 from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
@@ -140,6 +141,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.ctx = ctx
         self.relay = relay_env
         self.limiter = ConnectionLimiter(ctx.config.security.max_connections_per_user)
+        self.janitor: Janitor | None = None
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if os.path.exists(path):
             probe = socket.socket(socket.AF_UNIX)
@@ -159,10 +161,13 @@ def start(daemon: Daemon) -> tuple[SocketServer, threading.Thread]:
     srv = SocketServer(daemon.ctx.config.socket, daemon.ctx, daemon.relay)
     loop = threading.Thread(target=daemon.controller.run, name="ds01q-loop", daemon=True)
     loop.start()
+    srv.janitor = Janitor(daemon.ctx).start()
     return srv, loop
 
 
 def shutdown(daemon: Daemon, srv: SocketServer) -> None:
+    if srv.janitor is not None:
+        srv.janitor.stop()
     srv.server_close()
     try:
         os.unlink(daemon.ctx.config.socket)
