@@ -59,6 +59,7 @@ class Controller:
         self.exited: set[int] = set()
         self.launching: set[int] = set()
         self.stopping: set[int] = set()
+        self.unremoved: dict[int, str] = {}  # job -> container whose removal failed: retried by each sweep
         self.refreshes: list[Future[dict[str, Any]]] = []
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ds01q-exec")
         self.usage = UsageCache()
@@ -181,6 +182,9 @@ class Controller:
             self.last_sweep = self.clock.now()
         with self.lock:  # an exit may come before its launch is recorded: look again after the launch
             self.exited |= flagged & self.launching
+            retry = dict(self.unremoved) if full else {}
+        for job_id, ref in retry.items():
+            self._remove(job_id, ref)
         for job in rows:
             if job.id in self.launching or not (full or job.id in flagged):
                 continue
@@ -207,11 +211,20 @@ class Controller:
             return None
         with self.lock:
             self.stopping.discard(job_id)
-        try:
-            self.executor.remove(h)
-        except Ds01qError as e:
-            log.warning("remove of job %s failed: %s", job_id, e)
+        self._remove(job_id, h.ref)
         return state
+
+    def _remove(self, job_id: int, ref: str) -> None:
+        """Remove a finished job's container; a failure is kept and retried by the next sweep."""
+        try:
+            self.executor.remove(Handle(job_id=job_id, ref=ref))
+        except Ds01qError as e:
+            log.warning("remove of job %s failed (retried later): %s", job_id, e)
+            with self.lock:
+                self.unremoved[job_id] = ref
+            return
+        with self.lock:
+            self.unremoved.pop(job_id, None)
 
     def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
         state = jobstate.end_run(session, job, exit_code=info.exit_code, oom=info.oom_killed, at=now,
@@ -250,6 +263,9 @@ class Controller:
                     self.executor.remove(h)
             except Exception:
                 log.exception("stop of job %s failed", job_id)
+                if remove:
+                    with self.lock:
+                        self.unremoved[job_id] = ref
             finally:
                 if remove:
                     with self.lock:
