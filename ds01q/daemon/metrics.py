@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ds01q.accounting.models import RollupWatermark
 from ds01q.errors import Ds01qError
+from ds01q.services import baremetal
 from ds01q.db.models import Allocation, Gpu, Job, JobEvent, Slice
 
 if TYPE_CHECKING:
@@ -146,12 +147,25 @@ class DbCollector(Collector):
         yield from self._allocations(allocs, slots)
         yield self._slot_info(gpus, slices, slots)
         yield self._containers(s)
+        yield self._foreign()
         wm = GaugeMetricFamily("ds01q_rollup_done_until_timestamp",
                                "Every accounting period ending by this time has been rolled up", labels=["period"])
         for w in s.scalars(select(RollupWatermark)):
             if w.done_until is not None:
                 wm.add_metric([w.period], w.done_until)
         yield wm
+
+    def _foreign(self) -> Metric:
+        m = GaugeMetricFamily("ds01q_foreign_gpu_processes", "GPU processes of no ds01q job, by user and slice",
+                              labels=["user", "slice"])
+        watch = baremetal.watch_for(self.ctx)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        show = self.ctx.config.security.metrics_show_users
+        for p in (watch.latest()["processes"] if watch else []):
+            counts[(p["user"] if show else pseudonym(p["user"]), p["slice_uuid"])] += 1
+        for (user, sl), n in sorted(counts.items()):
+            m.add_metric([user, sl], n)
+        return m
 
     def _queue(self, s: Session) -> Metric:
         m = GaugeMetricFamily("ds01q_queue_jobs", "Jobs in the queue by state and group", labels=["state", "group"])

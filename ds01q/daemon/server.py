@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ds01q import protocol
 from ds01q.daemon import identity
+from ds01q.daemon.gpuwatch import start_gpu_watch
 from ds01q.daemon.janitor import Janitor
 from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
@@ -142,6 +143,7 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.relay = relay_env
         self.limiter = ConnectionLimiter(ctx.config.security.max_connections_per_user)
         self.janitor: Janitor | None = None
+        self.gpuwatch: Any = None
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if os.path.exists(path):
             probe = socket.socket(socket.AF_UNIX)
@@ -162,12 +164,15 @@ def start(daemon: Daemon) -> tuple[SocketServer, threading.Thread]:
     loop = threading.Thread(target=daemon.controller.run, name="ds01q-loop", daemon=True)
     loop.start()
     srv.janitor = Janitor(daemon.ctx).start()
+    srv.gpuwatch = start_gpu_watch(daemon.ctx)
     return srv, loop
 
 
 def shutdown(daemon: Daemon, srv: SocketServer) -> None:
     if srv.janitor is not None:
         srv.janitor.stop()
+    if srv.gpuwatch is not None:
+        srv.gpuwatch[1].set()
     srv.server_close()
     try:
         os.unlink(daemon.ctx.config.socket)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ds01q.db import store
 from ds01q.errors import RequestError
+from ds01q.services import baremetal
 from ds01q.services.context import Caller, Context, NoLoop
 from ds01q.inventory.sync import set_drain
 from ds01q.units import iso
@@ -35,9 +36,13 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         out.append(entry)
     with ctx.sessions() as session:
         events = store.inventory_events(session, limit=int(a.get("events", 20)))
-    return {"gpus": out, "pending": _count(ctx, JobState.PENDING),
-            "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
-                       for e in events]}
+    result = {"gpus": out, "pending": _count(ctx, JobState.PENDING),
+              "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
+                         for e in events]}
+    watch = baremetal.watch_for(ctx)
+    if watch is not None:  # GPU processes of no ds01q job, with their users
+        result["foreign_gpu_processes"] = watch.latest()["processes"]
+    return result
 
 
 def _count(ctx: Context, state: JobState) -> int:
