@@ -430,12 +430,16 @@ class SecurityConfig:
     read_timeout_s: float = 30.0  # an idle or slow request is dropped after this long
     payload_retention_s: float = 7 * 86400.0  # finished jobs' scripts and env are dropped after this long
     metrics_show_users: bool = False  # usernames in the Prometheus labels (else a stable hash)
+    foreign_gpu_processes: str = "report"  # GPU processes of no ds01q job: report | warn | signal
+    foreign_gpu_grace_s: float = 300.0  # warn, then signal (mode signal) after this long
+    foreign_gpu_exempt: tuple[str, ...] = ()  # users whose GPU processes are only reported
 
 
 def _security(d: dict[str, Any]) -> SecurityConfig:
     path, base = "security", SecurityConfig()
     keys = {"allow_unmapped_uids", "allow_subordinate_uids", "subuid_file", "max_connections_per_user",
-            "read_timeout", "payload_retention", "metrics_show_users"}
+            "read_timeout", "payload_retention", "metrics_show_users", "foreign_gpu_processes",
+            "foreign_gpu_grace", "foreign_gpu_exempt"}
     unknown = sorted(set(d) - keys)
     if unknown:
         raise ConfigError(f"security.{unknown[0]}: unknown key (allowed: {', '.join(sorted(keys))})")
@@ -450,7 +454,17 @@ def _security(d: dict[str, Any]) -> SecurityConfig:
         read_timeout_s=_duration(d, "read_timeout", path) or base.read_timeout_s,
         payload_retention_s=_duration(d, "payload_retention", path) or base.payload_retention_s,
         metrics_show_users=_get(d, "metrics_show_users", path, bool, False),
+        foreign_gpu_processes=_choice(d, "foreign_gpu_processes", path, ("report", "warn", "signal")),
+        foreign_gpu_grace_s=_duration(d, "foreign_gpu_grace", path) or base.foreign_gpu_grace_s,
+        foreign_gpu_exempt=tuple(str(u) for u in _get(d, "foreign_gpu_exempt", path, list, [])),
     )
+
+
+def _choice(d: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
+    v = _get(d, key, path, str, allowed[0])
+    if v not in allowed:
+        raise ConfigError(f"{path}.{key}: {v!r} is not allowed (allowed: {', '.join(allowed)})")
+    return v  # type: ignore[no-any-return]
 
 
 def _positive(d: dict[str, Any], key: str, path: str) -> float | None:

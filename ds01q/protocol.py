@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import struct
+import time
 from typing import Any, Iterator
 
 MAX_LINE = 4 * 1024 * 1024  # a request is refused above this size
@@ -24,23 +25,82 @@ def send(sock: socket.socket, obj: dict[str, Any]) -> None:
 
 
 class LineReader:
-    def __init__(self, sock: socket.socket) -> None:
+    """Reads one JSON object per line. ``deadline_s``: a whole request must arrive within this long
+    (a client trickling one byte at a time cannot hold the connection); oversized lines, deep
+    nesting and non-objects are ValueError with a one-line reason."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float | None = None) -> None:
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()
+        self.deadline_s = deadline_s
 
     def read(self) -> dict[str, Any] | None:
-        while b"\n" not in self.buf:
+        end = time.monotonic() + self.deadline_s if self.deadline_s else None
+        start = 0
+        while (nl := self.buf.find(b"\n", start)) < 0:
+            start = len(self.buf)
             if len(self.buf) > MAX_LINE:
                 raise ValueError(f"message larger than {MAX_LINE} bytes")
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("request not complete in time")
+                self.sock.settimeout(left)
             data = self.sock.recv(65536)
             if not data:
                 return None
             self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
+        line = bytes(self.buf[:nl])
+        del self.buf[:nl + 1]
+        return decode(line)
+
+    def leftover(self) -> bytes:
+        return bytes(self.buf)
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """One request line → a dict; ValueError (one line) for anything else."""
+    if len(line) > MAX_LINE:
+        raise ValueError(f"message larger than {MAX_LINE} bytes")
+    if _too_deep(line):
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
         obj = json.loads(line)
-        if not isinstance(obj, dict):
-            raise ValueError("message is not a JSON object")
-        return obj
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:
+        raise ValueError(f"not JSON: {str(e).splitlines()[0][:120]}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("message is not a JSON object")
+    return obj
+
+
+MAX_DEPTH = 32
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def _too_deep(line: bytes) -> bool:
+    """True if brackets outside strings nest deeper than MAX_DEPTH (checked before parsing)."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return False
+    depth, in_str, esc = 0, False, False
+    for c in line:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 92:  # backslash
+                esc = True
+            elif c == 34:  # quote
+                in_str = False
+        elif c == 34:
+            in_str = True
+        elif c in _OPEN:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif c in _CLOSE:
+            depth -= 1
+    return False
 
 
 def ok(result: Any) -> dict[str, Any]:

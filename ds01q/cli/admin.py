@@ -181,3 +181,23 @@ def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout:
         click.echo(f"applied: {' + '.join(r['layout'])}")
     elif not r["commands"]:
         click.echo("already in this layout")
+
+
+@admin.command()
+@click.option("--user", "-u", default=None, help="Only this user's requests.")
+@click.option("--op", default=None, help="Only this operation (submit, cancel, admin.hold ...).")
+@click.option("--since", default=None, help="Only this window, e.g. 2d.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, user: str | None, op: str | None, since: str | None, limit: int,
+          as_json: bool) -> None:
+    """Every state-changing request: who, what, on what, the result (newest first)."""
+    with _c(ctx) as c:
+        rows = c.call("admin.audit", user=user, operation=op, since=since, limit=limit)
+    if as_json:
+        output.emit_json(rows)
+        return
+    output.table(["ID", "AT", "USER", "OP", "TARGET", "RESULT"],
+                 [[r["id"], output.short_time(r["at"]), r["user"], r["op"], r["target"] or "-", r["result"][:60]]
+                  for r in rows])

@@ -148,3 +148,6 @@ def status_view(st: dict[str, Any]) -> None:
             click.echo(f"  {bar(s['compute_slices'], total, s['state']):<7} {s['profile']:<9} {s['uuid']:<42} "
                        f"{s['state']:<8} {who}")
     click.echo(f"pending jobs: {st['pending']}")
+    for p in st.get("foreign_gpu_processes") or []:  # GPU use around the queue
+        click.echo(f"outside the queue: pid {p['pid']} of {p['user']} on {p['slice_uuid']} "
+                   f"({p['used_mb'] if p['used_mb'] is not None else '?'} MB, {p['action']}): {p['command'][:60]}")

@@ -209,11 +209,16 @@ class Controller:
             return None
         with self.lock:
             self.stopping.discard(job_id)
-        try:
-            self.executor.remove(h)
-        except Ds01qError as e:
-            log.warning("remove of job %s failed: %s", job_id, e)
+        self._remove(job_id, h.ref)
         return state
+
+    def _remove(self, job_id: int, ref: str) -> None:
+        """Remove a finished job's container; a failure is retried by the container sweep
+        (``reconcile_containers`` removes every container whose job no longer holds slices)."""
+        try:
+            self.executor.remove(Handle(job_id=job_id, ref=ref))
+        except Ds01qError as e:
+            log.warning("remove of job %s failed (the container sweep retries it): %s", job_id, e)
 
     def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
         # charge the container's own start and finish times when the executor knows them

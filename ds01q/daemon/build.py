@@ -36,7 +36,8 @@ def make_executor(cfg: Config) -> tuple[Executor, str | None]:
     inst = cfg.executor.instance
 
     def docker_executor() -> Executor:
-        return DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q")
+        return DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q",
+                              network=cfg.executor.network)
 
     driver = cfg.executor.cgroup_driver
     try:

@@ -29,7 +29,10 @@ requeued run waits from its PREEMPTED/NODE_FAIL event, a first run from its subm
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterator
@@ -42,6 +45,8 @@ from sqlalchemy.orm import Session, aliased
 
 from ds01q.accounting.models import RollupWatermark
 from ds01q.types import ACTIVE_NAMES, HOLDING_NAMES
+from ds01q.errors import Ds01qError
+from ds01q.services import baremetal
 from ds01q.db.models import Allocation, Gpu, Job, JobEvent, Slice
 
 if TYPE_CHECKING:
@@ -104,6 +109,14 @@ def _slots(gpus: dict[str, Gpu], slices: list[Slice]) -> dict[str, str]:
     return out
 
 
+_LABEL_KEY = os.urandom(16)  # per process: a pseudonym cannot be reversed by hashing a list of usernames
+
+
+def pseudonym(user: str) -> str:
+    """The ``user`` label when ``security.metrics_show_users`` is off: stable for this daemon's lifetime."""
+    return "u-" + hmac.new(_LABEL_KEY, user.encode(), hashlib.sha256).hexdigest()[:10]
+
+
 class DbCollector(Collector):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -135,12 +148,25 @@ class DbCollector(Collector):
         yield from self._allocations(allocs, slots)
         yield self._slot_info(gpus, slices, slots)
         yield self._containers(s)
+        yield self._foreign()
         wm = GaugeMetricFamily("ds01q_rollup_done_until_timestamp",
                                "Every accounting period ending by this time has been rolled up", labels=["period"])
         for w in s.scalars(select(RollupWatermark)):
             if w.done_until is not None:
                 wm.add_metric([w.period], w.done_until)
         yield wm
+
+    def _foreign(self) -> Metric:
+        m = GaugeMetricFamily("ds01q_foreign_gpu_processes", "GPU processes of no ds01q job, by user and slice",
+                              labels=["user", "slice"])
+        watch = baremetal.watch_for(self.ctx)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        show = self.ctx.config.security.metrics_show_users
+        for p in (watch.latest()["processes"] if watch else []):
+            counts[(p["user"] if show else pseudonym(p["user"]), p["slice_uuid"])] += 1
+        for (user, sl), n in sorted(counts.items()):
+            m.add_metric([user, sl], n)
+        return m
 
     def _queue(self, s: Session) -> Metric:
         m = GaugeMetricFamily("ds01q_queue_jobs", "Jobs in the queue by state and group", labels=["state", "group"])
@@ -179,7 +205,9 @@ class DbCollector(Collector):
                                   labels=["group"])
         per_user: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         per_group: dict[str, float] = defaultdict(float)
+        show = self.ctx.config.security.metrics_show_users
         for a, user, grp, container, _state in allocs:
+            user = user if show else pseudonym(user)
             name = (container or "")[:12] or f"ds01q-job-{a.job_id}"
             alloc.add_metric([slots.get(a.slice_uuid, a.slice_uuid), name, user, a.profile], 1)
             per_user[user][0] += a.gpu_equiv
@@ -219,6 +247,13 @@ def make_registry(ctx: Context) -> CollectorRegistry:
 
 def start_exporter(ctx: Context, port: int, addr: str = "127.0.0.1") -> Any:
     """Serve /metrics on ``addr:port`` from a daemon thread; returns the server (``.shutdown()`` stops it).
-    The default address is local only, like ds01-infra's exporter: the metrics name users."""
-    server, _thread = start_http_server(port, addr=addr, registry=make_registry(ctx))
+    The default address is local only, like ds01-infra's exporter. The port is bound before anything
+    is announced; if another process already holds it (a squatter serving forged metrics), the
+    daemon refuses to start with a one-line error instead of running beside it."""
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=make_registry(ctx))
+    except OSError as e:
+        raise Ds01qError(f"metrics port {addr}:{port} cannot be bound ({e.strerror}): another process holds "
+                            "it; find and stop it (ss -ltnp) before starting ds01q") from None
+    log.info("metrics on http://%s:%s/metrics", addr, server.server_port)
     return server

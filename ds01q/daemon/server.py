@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import signal
 import socket
 import socketserver
-import struct
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from ds01q import protocol
+from ds01q.daemon import identity
+from ds01q.daemon.gpuwatch import start_gpu_watch
+from ds01q.daemon.janitor import Janitor
+from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, accounting, jobs, mig, status, submit
+from ds01q.services import Caller, Context, accounting, audit, jobs, mig, status, submit
 from ds01q.services.dbguard import db_guarded
 
 if TYPE_CHECKING:
@@ -46,18 +48,15 @@ OPS: dict[str, Handler] = {
     "admin.mig.apply": mig.apply,
     "report": accounting.report,
     "admin.accounting.rollup": accounting.rollup_op,
+    "admin.audit": audit.audit,
 }
 OPS = {name: db_guarded(fn) for name, fn in OPS.items()}  # database trouble: one line, never a driver message
 
 
 def peer_caller(ctx: Context, sock: socket.socket) -> Caller:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, gid = struct.unpack("3i", creds)
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    return Caller(uid=uid, gid=gid, user=user, admin=ctx.config.is_admin(user, uid))
+    """The caller's identity: its kernel uid mapped through the user database (daemon.identity)."""
+    _pid, uid, gid = identity.peer_ids(sock)
+    return identity.caller_for(ctx.config, uid, gid)
 
 
 def handle(ctx: Context, caller: Caller, msg: dict[str, Any]) -> dict[str, Any]:
@@ -81,23 +80,59 @@ class _RequestHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         ctx = self.server.ctx
-        caller = peer_caller(ctx, self.request)
-        reader = protocol.LineReader(self.request)
+        sec = ctx.config.security
+        self.request.settimeout(sec.read_timeout_s)
+        reader = protocol.LineReader(self.request, deadline_s=sec.read_timeout_s)
+        _pid, uid, _gid = identity.peer_ids(self.request)
+        try:
+            caller = peer_caller(ctx, self.request)
+        except Ds01qError as e:
+            self._refuse(reader, protocol.error(e.code, str(e)))
+            return
+        if not self.server.limiter.acquire(uid):
+            self._refuse(reader, protocol.error("limit", f"{caller.user} already has "
+                                                f"{sec.max_connections_per_user} connections open to ds01q "
+                                                "(security.max_connections_per_user); close some and retry"))
+            return
+        try:
+            self._serve(ctx, caller, reader)
+        finally:
+            self.server.limiter.release(uid)
+
+    def _refuse(self, reader: protocol.LineReader, answer: dict[str, Any]) -> None:
+        """Answer the first request with ``answer`` (read first, so the client sees it), then hang up."""
+        try:
+            self.request.settimeout(2.0)
+            reader.read()
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            pass
+        try:
+            protocol.send(self.request, answer)
+        except OSError:
+            pass
+
+    def _serve(self, ctx: Context, caller: Caller, reader: protocol.LineReader) -> None:
         while True:
             try:
                 msg = reader.read()
             except (ValueError, UnicodeDecodeError) as e:
-                protocol.send(self.request, protocol.error("request", f"malformed request: {e}"))
+                try:
+                    protocol.send(self.request, protocol.error("request", f"malformed request: {e}"[:300]))
+                except OSError:
+                    pass
                 return
             except OSError:
                 return
             if msg is None:
                 return
             if msg.get("op") == "attach":  # the connection now carries a terminal (ds01q.daemon.relay.attach)
+                self.request.settimeout(None)
                 relay.serve_attach(self.server.relay, caller, self.request, reader, msg.get("args") or {})
                 return
+            answer = handle(ctx, caller, msg)
+            audit.record(ctx, caller, msg.get("op"), msg.get("args"), answer)
             try:
-                protocol.send(self.request, handle(ctx, caller, msg))
+                protocol.send(self.request, answer)
             except OSError:
                 return
 
@@ -110,6 +145,9 @@ class SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, ctx: Context, relay_env: relay.RelayEnv) -> None:
         self.ctx = ctx
         self.relay = relay_env
+        self.limiter = ConnectionLimiter(ctx.config.security.max_connections_per_user)
+        self.janitor: Janitor | None = None
+        self.gpuwatch: Any = None
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if os.path.exists(path):
             probe = socket.socket(socket.AF_UNIX)
@@ -129,10 +167,16 @@ def start(daemon: Daemon) -> tuple[SocketServer, threading.Thread]:
     srv = SocketServer(daemon.ctx.config.socket, daemon.ctx, daemon.relay)
     loop = threading.Thread(target=daemon.controller.run, name="ds01q-loop", daemon=True)
     loop.start()
+    srv.janitor = Janitor(daemon.ctx).start()
+    srv.gpuwatch = start_gpu_watch(daemon.ctx)
     return srv, loop
 
 
 def shutdown(daemon: Daemon, srv: SocketServer) -> None:
+    if srv.janitor is not None:
+        srv.janitor.stop()
+    if srv.gpuwatch is not None:
+        srv.gpuwatch[1].set()
     srv.server_close()
     try:
         os.unlink(daemon.ctx.config.socket)

@@ -1,6 +1,7 @@
 """Engine and session factory. SQLite runs in WAL mode with a busy timeout."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -14,10 +15,34 @@ def make_engine(url: str, **kw: object) -> Engine:
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if url.startswith("sqlite:///"):
+                private_files(path)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kw)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **kw)
+
+
+def private_files(path: str) -> None:
+    """The SQLite file and its -wal/-shm are 0600 (scripts, workdirs, --env secrets are in there).
+
+    The database file is created 0600 before SQLite opens it; SQLite gives -wal and -shm the mode of
+    the database file. Existing files from an older install are tightened.
+    """
+    if path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in ("-wal", "-shm", "-journal"):
+        try:
+            os.chmod(path + extra, 0o600, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        except NotImplementedError:  # no lchmod: the file is ours, never a symlink we created
+            os.chmod(path + extra, 0o600)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -52,4 +77,5 @@ def upgrade(url: str, revision: str = "head") -> None:
     cfg.attributes["configure_logger"] = False
     if url.startswith("sqlite:///"):
         Path(url.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        private_files(url.split("sqlite:///", 1)[1])
     command.upgrade(cfg, revision)

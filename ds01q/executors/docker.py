@@ -64,6 +64,7 @@ from ds01q.executors.docker_api import (
     stats_usage,
 )
 from ds01q.executors.docker_tty import ExecSessions
+from ds01q.executors.docker_net import apply_network
 from ds01q.executors.heldmount import HeldDir, check_output
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
@@ -90,7 +91,7 @@ class DockerExecutor:
 
     def __init__(self, client: Any = None, cgroup_driver: str | None = None, *,
                  name_prefix: str = "ds01q", instance: str | None = None,
-                 job_cgroups: bool = True, init: bool = True) -> None:
+                 job_cgroups: bool = True, init: bool = True, network: str = "bridge") -> None:
         try:
             self.client = client if client is not None else docker.from_env()
             info = self.client.info() if cgroup_driver is None else {}
@@ -103,6 +104,7 @@ class DockerExecutor:
         self.instance = instance
         self.job_cgroups = job_cgroups and self._driver == "cgroupfs"
         self.init = init
+        self.network = network  # executor.network: none | per-user | bridge (docker_net.py)
         self._lock = threading.Lock()
         self._last: dict[int, Usage] = {}  # last sample per job, returned at exit when the cgroup is gone
         self._known: dict[int, tuple[str, int, str | None]] = {}  # job -> (container id, State.Pid, job cgroup)
@@ -159,6 +161,7 @@ class DockerExecutor:
                 check_output(spec.workdir, spec.output_path, spec.uid)
         if job_cg and not cgroups.cgroup_pids(job_cg):
             self._remove_cgroup(job_cg)
+        apply_network(self.client, self.network, spec.uid, spec.user, kwargs)
         held = HeldDir(spec.workdir, spec.uid, spec.job_id)  # mount the directory checked, not a path
         kwargs["mounts"][0]["Source"] = held.source
         try:

@@ -85,9 +85,13 @@ def stats_usage(st: dict[str, Any]) -> Usage | None:
                  max_rss_bytes=mem.get("max_usage"))
 
 
+DEFAULT_INSTANCE = "default"  # the instance label of a daemon configured without ``executor.instance``
+
+
 def label_filters(instance: str | None) -> list[str]:
-    """The ``label`` filter that selects this daemon instance's job containers."""
-    return [LABEL_JOB] + ([f"{LABEL_INSTANCE}={instance}"] if instance else [])
+    """The ``label`` filter that selects this daemon instance's job containers, and only those: a
+    daemon without an instance adopts containers labelled ``default``, never every ds01q container."""
+    return [LABEL_JOB, f"{LABEL_INSTANCE}={instance or DEFAULT_INSTANCE}"]
 
 
 def container_labels(spec: LaunchSpec, cgroup: str | None, instance: str | None) -> dict[str, str]:
@@ -100,8 +104,7 @@ def container_labels(spec: LaunchSpec, cgroup: str | None, instance: str | None)
         "ds01.user": spec.user,
         "ds01.gpu.uuids": ",".join(spec.slices),
     })
-    if instance:
-        labels[LABEL_INSTANCE] = instance
+    labels[LABEL_INSTANCE] = instance or DEFAULT_INSTANCE
     if cgroup:
         labels[LABEL_CGROUP] = cgroup
     return labels

@@ -9,7 +9,7 @@ from ds01q.errors import Conflict, RequestError
 from ds01q.db.models import Job
 from ds01q.services.context import Caller, Context
 from ds01q.services.logfile import read_output
-from ds01q.services.validate import strict_int
+from ds01q.services.validate import printable, strict_bool, strict_int
 from ds01q.services.views import job_dict
 from ds01q.db.jobstate import request_stop, transition
 from ds01q.types import JobState, RequestKind, StopOutcome
@@ -50,8 +50,11 @@ def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> l
 def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
     with ctx.sessions() as session:
         jobs = store.jobs_in(session, store.ACTIVE)
-    if a.get("user"):
-        jobs = [j for j in jobs if j.user == a["user"]]
+    user = a.get("user")
+    if user is not None and not isinstance(user, str):
+        raise RequestError("user: must be a user name")
+    if user:
+        jobs = [j for j in jobs if j.user == user]
     order = {"RUNNING": 0, "STARTING": 0, "STOPPING": 0, "PENDING": 1, "HELD": 2}
     jobs.sort(key=lambda j: (order.get(j.state, 3), -(j.priority or 0) if j.state == "PENDING" else 0, j.id))
     return _views(ctx, caller, jobs, events=False)
@@ -96,19 +99,26 @@ def _recut_hint(ctx: Context, job: Job) -> str:
 
 def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
     user = a.get("user")
+    if user is not None and not isinstance(user, str):
+        raise RequestError("user: must be a user name")
     if not caller.admin:
-        if user not in (None, caller.user) or a.get("all_users"):
+        if user not in (None, caller.user) or strict_bool(a, "all_users", False):
             raise RequestError("you may list only your own history; admins may list anyone's")
         user = caller.user
     states = a.get("states")
+    if states is not None and (not isinstance(states, list) or not all(isinstance(s, str) for s in states)):
+        raise RequestError("states: must be a list of job state names")
     if states:
         bad = [s for s in states if s not in JobState.__members__]
         if bad:
             raise RequestError(f"--state {bad[0]!r} is not a job state (allowed: {', '.join(JobState.__members__)})")
     now = ctx.clock.now()
-    since = now - parse_duration(a["since"]) if a.get("since") else None  # type: ignore[operator]
+    since_s = parse_duration(a["since"]) if isinstance(a.get("since"), str) and a["since"] else None
+    if a.get("since") is not None and since_s is None:
+        raise RequestError(f"--since {printable(str(a['since']))[:40]!r} is not a duration like 2d or 12h")
+    since = now - since_s if since_s is not None else None
     with ctx.sessions() as session:
-        jobs = store.history(session, user=user, states=states, since=since, limit=int(a.get("limit", 1000)))
+        jobs = store.history(session, user=user, states=states, since=since, limit=strict_int(a, "limit", 1000, 1, 100000))
     return _views(ctx, caller, jobs, events=False)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ds01q.db import nodes, store
 from ds01q.errors import RequestError
+from ds01q.services import baremetal
 from ds01q.services.context import Caller, Context, NoLoop
 from ds01q.inventory.sync import set_drain
 from ds01q.units import iso
@@ -38,9 +39,13 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         node_rows = [{"name": n.name, "state": n.state, "reason": n.reason, "last_heartbeat": iso(n.last_heartbeat),
                       "running": len(nodes.running_of(n))} for n in nodes.all_nodes(session)]
     health = getattr(ctx.loop, "loop_health", dict)()
-    return {"gpus": out, "nodes": node_rows, "pending": _count(ctx, JobState.PENDING), "daemon": health,
-            "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
-                       for e in events]}
+    result = {"gpus": out, "nodes": node_rows, "pending": _count(ctx, JobState.PENDING), "daemon": health,
+              "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
+                         for e in events]}
+    watch = baremetal.watch_for(ctx)
+    if watch is not None:  # GPU processes of no ds01q job, with their users
+        result["foreign_gpu_processes"] = watch.latest()["processes"]
+    return result
 
 
 def _count(ctx: Context, state: JobState) -> int:

@@ -116,6 +116,7 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
     """Validate one request completely (nothing touches the database)."""
     cfg = ctx.config
     group = cfg.group_of(caller.user)
+    validate.check_types(a, validate.SUBMIT_TYPES)
     interactive = validate.strict_bool(a, "interactive", False)
     hold = validate.strict_bool(a, "hold", False)
     requeue = validate.strict_bool(a, "requeue", not interactive)

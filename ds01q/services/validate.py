@@ -89,3 +89,26 @@ def mem_within(size: int | None, shown: Any, default: int | None, cap: int | Non
     if size is None or not 4 * 1024 * 1024 <= size <= hard:
         raise RequestError(f"--mem {printable(repr(shown))[:40]} is not a size from 4m to {top}, like 512m or 32g")
     return size
+
+
+_NUM = (int, float)
+SUBMIT_TYPES: dict[str, tuple[type, ...]] = {
+    "script": (str,), "script_path": (str,), "args": (list,), "name": (str,), "mig": (str,), "gpus": (int,),
+    "gpu_mem": (str, int), "cpus": _NUM, "mem": (str, int), "time": (str, int, float), "image": (str,),
+    "nice": (int,), "env": (dict,), "output": (str,), "error": (str,), "workdir": (str,), "hold": (bool,),
+    "interactive": (bool,), "requeue": (bool,),
+}
+
+
+def check_types(a: dict[str, Any], types: dict[str, tuple[type, ...]]) -> None:
+    """Each known field present (and not null) has one of its JSON types; bool is never a number."""
+    for key, kinds in types.items():
+        v = a.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+            names = " or ".join({"str": "string", "int": "whole number", "float": "number", "list": "list",
+                                 "dict": "mapping", "bool": "true/false"}[k.__name__] for k in kinds)
+            flag = key if kinds == (bool,) else f"--{key.replace('_', '-')}"
+            raise RequestError(f"{flag}: {type(v).__name__} {printable(repr(v))[:40]} is not allowed "
+                               f"(allowed: {names})")

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from ds01q.db.models import Job, JobEvent
+from ds01q.services.validate import printable
 from ds01q.units import iso
 
 
@@ -38,9 +39,11 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
         "held": job.state == "HELD",
         "node": job.node,
     }
+    d = {k: printable(v) for k, v in d.items()}  # no terminal escapes into another user's terminal
     if private:
         d.update({"workdir": job.workdir, "output": job.output_path, "script_path": job.script_path,
                   "args": json.loads(job.args), "env": json.loads(job.env)})
     if events is not None:
-        d["events"] = [{"at": iso(e.at), "state": e.state, "reason": e.reason, "by": e.by} for e in events]
+        d["events"] = [{"at": iso(e.at), "state": e.state, "reason": printable(e.reason), "by": printable(e.by)}
+                       for e in events]
     return d

@@ -116,6 +116,7 @@ class FakePynvml(types.ModuleType):
         self.commands: list[list[str]] = []  # every argv given to nvidia_smi
         self._no_driver: type[BaseException] | None = None
         self.gpus: list[FakeGpu] = []
+        self.processes: list[tuple[int, int | None, int, int]] = []  # (gpu, MIG slot, pid, used MB)
         for spec in DEFAULT_GPUS if gpus is None else gpus:
             self.add_gpu(spec)
 
@@ -387,8 +388,19 @@ class FakePynvml(types.ModuleType):
         return gpu.power_mw
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
+        """The pids given to ``run_process`` on this GPU (whole GPU) or this MIG device."""
         self._gpu(handle)
-        return []
+        out = []
+        for gpu, slot, pid, used_mb in self.processes:
+            if gpu == handle.gpu and slot == handle.slot:
+                info = _real.c_nvmlProcessInfo_t()
+                info.pid, info.usedGpuMemory = pid, used_mb * 1024 * 1024
+                out.append(info)
+        return out
+
+    def run_process(self, gpu: int, pid: int, slot: int | None = None, used_mb: int = 100) -> None:
+        """Make NVML list ``pid`` on GPU ``gpu`` (or its MIG device index ``slot``)."""
+        self.processes.append((gpu, slot, pid, used_mb))
 
     # ------------------------------------------------------------------ nvidia-smi
     def nvidia_smi(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:

@@ -484,7 +484,7 @@ def scrape(registry: Any) -> dict[str, float]:
 def test_exporter_reads_the_database_at_scrape_time(db: sessionmaker[Session]) -> None:
     from ds01q.daemon.metrics import make_registry
 
-    cfg = from_dict({"groups": {"student": {}, "researcher": {}}})
+    cfg = from_dict({"groups": {"student": {}, "researcher": {}}, "security": {"metrics_show_users": True}})
     ctx = Context.of(cfg, db, clock=FakeClock(T0))
     with db.begin() as s:
         seed_inventory(s)

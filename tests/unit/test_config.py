@@ -63,3 +63,27 @@ def test_user_override_adds_to_group_limits(tmp_path):
 def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         config.load(str(tmp_path / "nope.yaml"))
+
+
+def test_example_caps_cpu_and_memory_and_keeps_security_defaults():
+    cfg = config.load(str(EXAMPLE))
+    for g in cfg.groups.values():
+        assert g.max_cpus and g.max_mem_bytes and g.cpus and g.mem_bytes, g
+        assert g.cpus <= g.max_cpus and g.mem_bytes <= g.max_mem_bytes
+    assert cfg.executor.network == "per-user"
+    assert not cfg.security.allow_unmapped_uids and not cfg.security.allow_subordinate_uids
+    assert not cfg.security.metrics_show_users
+
+
+@pytest.mark.parametrize("text, message", [
+    ("groups: {student: {max_cpus: 0}}\n", "groups.student.max_cpus: 0.0 must be a positive number"),
+    ("groups: {student: {max_cpus: .nan}}\n", "must be a positive number"),
+    ("executor: {network: host}\n", "executor.network: 'host' is not allowed (allowed: none, per-user, bridge)"),
+    ("security: {max_connections_per_user: 0}\n", "must be at least 1"),
+    ("security: {allow_unmapped_uids: 'yes'}\n", "security.allow_unmapped_uids"),
+])
+def test_security_keys_are_validated(tmp_path, text, message):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        config.load(str(p))

@@ -7,6 +7,7 @@ from sqlalchemy import pool
 from ds01q.db.engine import make_engine
 from ds01q.db.models import Base
 import ds01q.accounting.models  # noqa: F401,E402  (accounting tables on the same Base)
+import ds01q.db.audit  # noqa: F401,E402  (the audit log on the same Base)
 
 config = context.config
 target_metadata = Base.metadata
