@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from ds01q.scheduler.limits import GPU_EPS, Account, held_equiv, limits_for
 from ds01q.scheduler.placement import Shape
-from ds01q.scheduler.snapshot import RunningJob, Snapshot, Victim
-from ds01q.types import RequestKind, SliceInfo
+from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot, Victim
+from ds01q.types import Reason, RequestKind, SliceInfo
 
-__all__ = ["borrowers", "may_borrow", "relaxed", "victims"]
+__all__ = ["borrow_pass", "borrowers", "may_borrow", "reclaim", "relaxed", "victims"]
 
 
 def borrowers(snapshot: Snapshot) -> frozenset[int]:
@@ -156,3 +157,73 @@ def _for_gpus(need: int, accepted: Sequence[SliceInfo], holder: Mapping[str, Run
         if best is None or key < best[0]:
             best = (key, taken[:need], chosen)
     return None if best is None else (best[1], best[2])
+
+
+# The pass's steps 6 and 7 (``p`` is cycle._Pass after its main loop).
+def borrow_pass(p: Any, jobs: Sequence[PendingJob]) -> frozenset[int]:
+    """Step 6: jobs that only ``max_gpus`` stops start on slices no within-quota waiter could take."""
+    snap = p.snap
+    if not any(g.borrowing for g in snap.groups.values()):
+        return frozenset()
+    wanted: set[str] = set()
+    for job in jobs:
+        wait = p.waiting.get(job.id)
+        if wait is not None and wait[2] is not None and wait[0] in (Reason.RESOURCES, Reason.PRIORITY):
+            wanted.update(s.uuid for s in _takeable(p, job, wait[2]))
+    out: set[int] = set()
+    for job in jobs:
+        wait = p.waiting.get(job.id)
+        if wait is None or wait[0] != Reason.USER_LIMIT or not may_borrow(snap, job.group, job.interactive):
+            continue
+        user = p.users.get(job.user)
+        if user is None or user.group != job.group:
+            user = p._user(job)
+        state = user.shapes.get(id(job.request)) or p._new_shape(job.request, user)
+        if state.static is not None or state.nslices == 0 or job.time_limit_s > user.max_runtime_s:
+            continue
+        account = relaxed(user.account)
+        if account.refusal(state.equiv, state.nslices, job.interactive) is not None:
+            continue
+        exclude = set(wanted)
+        if p.reservation is not None:
+            exclude |= p.reservation.exclude_for(p.now, job.time_limit_s)
+        found = p.pool.find(state.shape, frozenset(exclude))
+        if found is None:
+            continue
+        equiv = sum(s.gpu_equiv for s in found)
+        if account.gpu_refusal(equiv) is not None:
+            continue
+        p._place(job, user.account, found, equiv)
+        del p.waiting[job.id]
+        out.add(job.id)
+    for job in jobs:  # the rest that could borrow: say so
+        wait = p.waiting.get(job.id)
+        if (wait is not None and wait[0] == Reason.USER_LIMIT and job.id not in out
+                and wait[1].startswith("GPU Limit") and may_borrow(snap, job.group, job.interactive)):
+            p.waiting[job.id] = (wait[0], wait[1] + "; borrowing: starts on a slice nobody within quota "
+                                    "waits for (preemptible)", wait[2], wait[3])
+    return frozenset(out)
+
+def reclaim(p: Any, jobs: Sequence[PendingJob], lenders: frozenset[int]) -> tuple[Victim, ...]:
+    """Step 7: the borrowers to preempt for within-quota jobs waiting on Resources."""
+    if not lenders:
+        return ()
+    waiters = []
+    for job in jobs:
+        wait = p.waiting.get(job.id)
+        if wait is not None and wait[0] == Reason.RESOURCES and wait[2] is not None:
+            waiters.append((job.id, wait[2].shape, _takeable(p, job, wait[2])))
+    return victims(p.snap, waiters, p.pool.uuids(), lenders)
+
+
+def _takeable(p: Any, job: PendingJob, state: Any) -> tuple[SliceInfo, ...]:
+    """The waiter's candidate slices that its own limits let it take (its GPU room): freeing
+    any other slice for it would not start it, so it is neither reserved from borrowers nor
+    reclaimed (``any`` may fit a whole GPU its quota cannot hold)."""
+    user = p.users.get(job.user)
+    if user is None or user.group != job.group:
+        user = p._user(job)
+    room = user.account.gpu_room() + GPU_EPS
+    if state.shape.kind == RequestKind.GPUS:
+        return state.candidates if state.shape.request.count <= room else ()
+    return tuple(s for s in state.candidates if s.gpu_equiv <= room)

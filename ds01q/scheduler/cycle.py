@@ -44,12 +44,12 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from ds01q.errors import ConfigError
-from ds01q.scheduler.borrow import borrowers, may_borrow, relaxed, victims
+from ds01q.scheduler.borrow import borrow_pass, borrowers, reclaim
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
 from ds01q.scheduler.limits import Account, LimitTracker, hard_limit_refusal, limits_for, runtime_refusal, shape_for
 from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, shape_equiv
 from ds01q.scheduler.priority import BACKFILL, FIFO, POLICIES, compute_priorities, order_pending
-from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot, Victim
+from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot
 from ds01q.scheduler.views import LazyMapping
 from ds01q.types import Reason, RequestKind, ResourceRequest, SliceInfo
 
@@ -305,60 +305,6 @@ class _Pass:
             self.avail[s.uuid] = end
         self.placements.append(Placement(job.id, tuple(s.uuid for s in slices)))
 
-    def borrow(self, jobs: Iterable[PendingJob]) -> frozenset[int]:
-        """Step 6: jobs that only ``max_gpus`` stops start on slices no within-quota waiter could take."""
-        snap = self.snap
-        if not any(g.borrowing for g in snap.groups.values()):
-            return frozenset()
-        wanted: set[str] = set()
-        for wait in self.waiting.values():
-            if wait[2] is not None and wait[0] in (Reason.RESOURCES, Reason.PRIORITY):
-                wanted.update(s.uuid for s in wait[2].candidates)
-        out: set[int] = set()
-        for job in jobs:
-            wait = self.waiting.get(job.id)
-            if wait is None or wait[0] != Reason.USER_LIMIT or not may_borrow(snap, job.group, job.interactive):
-                continue
-            user = self.users.get(job.user)
-            if user is None or user.group != job.group:
-                user = self._user(job)
-            state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
-            if state.static is not None or state.nslices == 0 or job.time_limit_s > user.max_runtime_s:
-                continue
-            account = relaxed(user.account)
-            if account.refusal(state.equiv, state.nslices, job.interactive) is not None:
-                continue
-            exclude = set(wanted)
-            if self.reservation is not None:
-                exclude |= self.reservation.exclude_for(self.now, job.time_limit_s)
-            found = self.pool.find(state.shape, frozenset(exclude))
-            if found is None:
-                continue
-            equiv = sum(s.gpu_equiv for s in found)
-            if account.gpu_refusal(equiv) is not None:
-                continue
-            self._place(job, user.account, found, equiv)
-            del self.waiting[job.id]
-            out.add(job.id)
-        for job in jobs:  # the rest that could borrow: say so
-            wait = self.waiting.get(job.id)
-            if (wait is not None and wait[0] == Reason.USER_LIMIT and job.id not in out
-                    and wait[1].startswith("GPU Limit") and may_borrow(snap, job.group, job.interactive)):
-                self.waiting[job.id] = (wait[0], wait[1] + "; borrowing: starts on a slice nobody within quota "
-                                        "waits for (preemptible)", wait[2], wait[3])
-        return frozenset(out)
-
-    def reclaim(self, jobs: Iterable[PendingJob], lenders: frozenset[int]) -> tuple[Victim, ...]:
-        """Step 7: the borrowers to preempt for within-quota jobs waiting on Resources."""
-        if not lenders:
-            return ()
-        waiters = []
-        for job in jobs:
-            wait = self.waiting.get(job.id)
-            if wait is not None and wait[0] == Reason.RESOURCES and wait[2] is not None:
-                waiters.append((job.id, wait[2].shape, wait[2].candidates))
-        return victims(self.snap, waiters, self.pool.uuids(), lenders)
-
     def pending_infos(self, priorities: dict[int, float]) -> Mapping[int, PendingInfo]:
         """Why each job waits. Each ``PendingInfo``, and each shape's estimate, is built
         when first read, from the state the pass ended in (which nothing changes after)."""
@@ -445,9 +391,9 @@ def schedule(snapshot: Snapshot) -> CycleResult:
     state = _Pass(snapshot)
     order = order_pending(snapshot, priorities)
     state.run(order)
-    borrowed = state.borrow(order)
+    borrowed = borrow_pass(state, order)
     lenders = borrowers(snapshot)
-    chosen = state.reclaim(order, lenders)
+    chosen = reclaim(state, order, lenders)
     pending = state.pending_infos(priorities)
     return CycleResult(tuple(state.placements), pending, priorities, factors, chosen, lenders | borrowed)
 

@@ -26,8 +26,9 @@ tries, and keeps the best mean JCT among patterns that serve every job (it repor
 the pattern and how many it replayed). ``auto`` starts from ``all-balanced`` (3g+2g+1g+1g) and, whenever jobs
 wait, asks ``propose`` for one re-cut of free instances (never a busy one); the
 destroyed instances vanish at once and the new ones (or a GPU whose MIG mode
-changes) appear after ``recut_cost_s``. ``fifo`` uses the scheduler's fifo policy
-(otherwise backfill).
+changes) appear after ``recut_cost_s``. ``static:full`` is a cluster without MIG:
+every job that asked for a slice takes a whole GPU. ``scheduler`` picks the pass's
+policy (``fifo`` or the default ``backfill``).
 
 **Borrowing.** Users (CRC32 of the job id, ``users`` of them) each have a quota of
 ``quota`` GPU-equivalents. ``borrowing off``: jobs beyond it wait (UserLimit);
@@ -126,6 +127,9 @@ class _MigReplay:
         self.jobs = {j.id: j for j in jobs}
         self.order = jobs
         self.requests = {j.id: mig_request(j, seed) for j in jobs}
+        if not auto and all(layout == (FULL_PROFILE,) for layout in layouts):  # no MIG: a slice job takes a GPU
+            self.requests = {k: r if r.kind == RequestKind.GPUS else ResourceRequest(RequestKind.GPUS, count=1)
+                             for k, r in self.requests.items()}
         self.user_of = {j.id: f"user{zlib.crc32(str(j.id).encode()) % users:03d}" for j in jobs}
         self.policy, self.auto, self.params = policy, auto, params
         self.recut_cost_s, self.stop_grace_s = recut_cost_s, stop_grace_s
