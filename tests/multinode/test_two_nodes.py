@@ -131,6 +131,8 @@ def test_drained_node_gets_no_job(cluster: Cluster) -> None:
     ids = [c.server.submit(USER, JOB.format(secs=0), "--mig", "2g.10gb", name=f"d{i}.sh") for i in range(4)]
     final = {j: c.server.wait_state(j, "COMPLETED", timeout=60) for j in ids}
     assert {d["node"] for d in final.values()} == {"n1"}
+    shown = c.server.cli("root", "show", str(ids[0]))
+    assert shown.rc == 0 and "node: n1" in shown.out, shown
     q = c.server.cli("root", "status")
     assert "node n2: DRAINED (maintenance)" in q.out, q.out
     assert c.server.cli("root", "admin", "resume", "n2").rc == 0
