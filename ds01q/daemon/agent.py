@@ -1,11 +1,13 @@
 """``ds01q agent --node NAME``: one GPU node of a multi-node cluster (``dispatch.kind: rq``).
 
 The agent is an RQ worker (``SimpleWorker``: commands run one at a time, in this process,
-with this process's executor) on the queue ``ds01q:node:NAME``. Next to it a heartbeat
-thread, every ``dispatch.heartbeat``:
+with this process's executor) on the queue ``ds01q:node:NAME``. At start it registers the
+node's inventory (``inventory.sync`` for this node only). Next to the worker, every
+``dispatch.heartbeat``, one thread writes the heartbeat (``pulse``: one cheap write, never
+behind a slow command) with the containers last seen running, and another does the upkeep
+(``beat``):
 
-- registers the node's inventory (``inventory.sync`` for this node only) and writes its
-  heartbeat with the containers it runs (``nodes.heartbeat``);
+- lists its live containers;
 - stops and removes every container of this agent whose job has moved on (ended, requeued
   elsewhere, or never meant for this node): after a crash or a DOWN period, nothing runs twice;
 - reports the exits of its jobs (``node_exits``, one row per job and container) and their
@@ -62,6 +64,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.flagged: set[int] = set()
         self.last_sample = -1e18
+        self.last_running: dict[int, str] = {}
 
     # ------------------------------------------------------------ commands
     def execute(self, cmd_id: int) -> str:
@@ -192,13 +195,18 @@ class Agent:
         if res.added or res.removed:
             log.info("inventory of %s: added %s removed %s", self.node, res.added, res.removed)
 
+    def pulse(self) -> None:
+        """The heartbeat itself: one cheap write, never behind a command or the engine."""
+        with self.sessions.begin() as session:
+            nodes.heartbeat(session, self.node, self.clock.now(), dict(self.last_running))
+
     def beat(self) -> None:
-        """One heartbeat: what runs here, strays stopped, exits and samples reported."""
+        """Upkeep: what runs here, strays stopped, exits and samples reported."""
         with self.lock:
             alive = self.executor.running()
+            self.last_running = {j: h.ref for j, h in alive.items()}
             now = self.clock.now()
             with self.sessions.begin() as session:
-                nodes.heartbeat(session, self.node, now, {j: h.ref for j, h in alive.items()})
                 strays = [h for j, h in alive.items() if not self._wanted(session.get(Job, j), h.ref)]
         for h in strays:
             log.warning("job %s moved on: stopping its container %s here", h.job_id, h.ref[:12])
@@ -231,12 +239,12 @@ class Agent:
                 for job_id, ref, u in readings:
                     nodes.put_sample(session, job_id, ref, u.cpu_s, u.mem_bytes, u.max_rss_bytes, self.clock.now())
 
-    def heartbeat_loop(self) -> None:
+    def every_heartbeat(self, fn: Any) -> None:
         while not self.stop_event.wait(self.cfg.dispatch.heartbeat_s):
             try:
-                self.beat()
+                fn()
             except Exception:  # the database or the engine may be restarting: the next beat retries
-                log.exception("heartbeat of %s failed", self.node)
+                log.exception("%s of %s failed", fn.__name__, self.node)
 
 
 def make_agent(config_path: str | None, node: str) -> Agent:
@@ -266,8 +274,9 @@ def run(config_path: str | None, node: str, log_level: str = "INFO") -> None:
     agent.register()
     agent.executor.watch(agent.on_exit)
     agent.beat()
-    beats = threading.Thread(target=agent.heartbeat_loop, name="ds01q-heartbeat", daemon=True)
-    beats.start()
+    agent.pulse()
+    for fn in (agent.pulse, agent.beat):  # the heartbeat never waits behind upkeep or a command
+        threading.Thread(target=agent.every_heartbeat, args=(fn,), name=f"ds01q-{fn.__name__}", daemon=True).start()
     # no socket timeout: the worker blocks on the queue; a Redis restart breaks the connection at once
     redis = Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_keepalive=True)
     log.info("agent %s: serving %s", node, queue_name(node))

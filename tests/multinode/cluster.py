@@ -96,7 +96,7 @@ class Cluster:
     def __init__(self, root: Path, services: Services, nodes: dict[str, int], **over: Any) -> None:
         self.root = root
         self.services = services
-        self.dispatch = {"kind": "rq", "redis": services.redis_url, "heartbeat": "1s", "missed_heartbeats": 3,
+        self.dispatch = {"kind": "rq", "redis": services.redis_url, "heartbeat": "1s", "missed_heartbeats": 4,
                          "redrive": "2s", "command_timeout": "60s"}
         cfg = base_config(root, database=services.database_url, dispatch=self.dispatch,
                           inventory={"source": "static", "gpus": []}, **over)
