@@ -7,14 +7,14 @@
   (PostgreSQL sequences never go back already).
 
 Revision ID: 0005b_once
-Revises: 0004
+Revises: 0005a_sec
 Create Date: 2026-11-30
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0005b_once'
-down_revision = '0004'
+down_revision = '0005a_sec'
 branch_labels = None
 depends_on = None
 
