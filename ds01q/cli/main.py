@@ -9,7 +9,7 @@ import click
 
 from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
-from ds01q.cli.options import request_from, request_options
+from ds01q.cli.options import request_from, request_options, slurm_options
 from ds01q.client.api import EXIT_BY_STATE, Client
 from ds01q.errors import Ds01qError
 
@@ -50,16 +50,45 @@ def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None
 @request_options
 @click.option("--wait", is_flag=True, help="Block until the job ends; exit with its exit code.")
 @click.option("--parsable", is_flag=True, help="Print only the job id.")
-@click.option("--output", "-o", help="Output file name in the submit directory (%j = job id).")
-@click.option("--hold", is_flag=True, help="Submit held (an admin releases it).")
+@click.option("--output", "-o", help="Output file name in the submit directory (%j = job id, %x name, %A_%a array).")
+@click.option("--hold", "-H", is_flag=True, default=None, help="Submit held (you, or an admin, release it).")
+@slurm_options
+@click.option("--dry-run", is_flag=True, help="Check everything and print the job that would be queued; queue nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the job as JSON (show --json's shape).")
 @click.argument("script")
 @click.argument("args", nargs=-1)
 @click.pass_context
-def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, **kw: Any) -> None:
-    """Queue a batch job and print its id."""
+def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, dry_run: bool,
+           as_json: bool, **kw: Any) -> None:
+    """Queue a batch job and print its id.
+
+    #SBATCH and #DS01Q lines in SCRIPT are read as sbatch reads them; options given here override them.
+
+    \b
+    Examples:
+      ds01q submit train.sh
+      ds01q submit --mig 2g.10gb --time 2h train.sh --epochs 10
+      ds01q submit --array 0-99%4 sweep.sh
+      ds01q submit --dependency afterok:42 eval.sh
+      ds01q submit --dry-run --json train.sh
+    """
     with client(ctx) as c:
+        if dry_run:
+            job = c.dry_run(script, args, **request_from(kw))
+            for w in job.get("warnings") or []:
+                click.echo(f"ds01q: warning: {w}", err=True)
+            output.emit_json(job) if as_json else output.job_detail(job)
+            return
         job_id = c.submit(script, args, **request_from(kw))
-        click.echo(str(job_id) if parsable else f"Submitted batch job {job_id}")
+        for w in c.last_warnings:
+            click.echo(f"ds01q: warning: {w}", err=True)
+        array = c.last_result.get("array")
+        if parsable:
+            click.echo(str(job_id))
+        elif array:
+            click.echo(f"Submitted batch job {job_id} (array of {array['tasks']} tasks)")
+        else:
+            click.echo(f"Submitted batch job {job_id}")
         if wait:
             job = c.wait(job_id)
             ctx.exit(_exit_code(job))
@@ -77,9 +106,13 @@ def _exit_code(job: dict[str, Any]) -> int:
 @click.option("--start", is_flag=True, help="Show estimated start times.")
 @click.option("--user", "-u", default=None)
 @click.option("--me", is_flag=True, help="Only my jobs.")
+@click.option("--array", "-r", "expand", is_flag=True, help="One line per array task (default: one per array).")
 @click.pass_context
-def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool) -> None:
+def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool,
+          expand: bool) -> None:
     """Pending and running jobs, in priority order."""
+    from ds01q.cli.arrays_view import collapse
+
     import pwd
 
     if me:
@@ -89,7 +122,7 @@ def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str 
     if as_json:
         output.emit_json(jobs)
     else:
-        output.job_rows(jobs, long=long, start=start)
+        output.job_rows(jobs if expand else collapse(jobs), long=long, start=start)
 
 
 @cli.command()
@@ -143,6 +176,26 @@ def cancel(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
     with client(ctx) as c:
         for r in c.cancel(*job_ids):
             click.echo(f"job {r['id']}: {'stopping' if r['cancel_requested'] else r['state']}")
+
+
+@cli.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Hold your pending jobs (an array's id holds all its tasks); `ds01q release` lets them run."""
+    with client(ctx) as c:
+        for r in c.hold(*job_ids):
+            click.echo(f"job {r['id']}: {r['state']}")
+
+
+@cli.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Release your held jobs (a job an admin held only an admin releases)."""
+    with client(ctx) as c:
+        for r in c.release(*job_ids):
+            click.echo(f"job {r['id']}: {r['state']}")
 
 
 @cli.command()

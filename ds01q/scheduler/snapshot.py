@@ -77,6 +77,7 @@ class RunningJob:
     time_limit_s: float
     interactive: bool = False
     gpu_equiv: float = 0.0
+    array_id: int | None = None
 
     @property
     def expected_end(self) -> float:
@@ -97,6 +98,8 @@ class Snapshot:
     # Profiles that some valid layout of some GPU in the inventory could offer
     # (used for NeverFits when the current layout cannot satisfy a request).
     possible_profiles: frozenset[str] = frozenset()
+    # Arrays with a %throttle: array id -> how many of its tasks may run at once.
+    array_throttle: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,18 +8,17 @@ from typing import Any
 
 from ds01q.db import store
 from ds01q.errors import LimitError, RequestError
-from ds01q.db.models import Job, JobEvent
+from ds01q.services import arrays, slurm
 from ds01q.scheduler import check_request
 from ds01q.services.context import Caller, Context
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
-from ds01q.db.jobstate import transition
+from ds01q.services.views import job_dict
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
 
 MAX_SCRIPT = 1024 * 1024
 MAX_ARGS = 256
 MAX_ENV = 128
-NAME_RE = re.compile(r"^[A-Za-z0-9_.@+:=,/-]{1,128}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "DS01Q_", "SLURM_")
 
@@ -28,11 +27,16 @@ def build_request(a: dict[str, Any], default: ResourceRequest) -> ResourceReques
     mig, gpus, gpu_mem = a.get("mig"), a.get("gpus"), a.get("gpu_mem")
     if sum(x is not None for x in (mig, gpus, gpu_mem)) > 1:
         raise RequestError("use only one of --mig, --gpus and --gpu-mem")
+    if a.get("gpu_model") is not None:
+        if mig is not None or gpu_mem is not None or gpus == 0:
+            raise RequestError("a GPU model (--gres=gpu:MODEL:N) goes with a number of whole GPUs, not with "
+                               "--mig, --gpu-mem or --gpus 0")
+        gpus = 1 if gpus is None else gpus
     if gpus is not None:
         if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
             raise RequestError(f"--gpus {gpus!r} is not a whole number of GPUs from 0 to 64")
         return ResourceRequest(kind=RequestKind.NONE, count=0) if gpus == 0 else ResourceRequest(
-            kind=RequestKind.GPUS, count=gpus)
+            kind=RequestKind.GPUS, count=gpus, gpu_model=a.get("gpu_model"))
     if mig is not None:
         profiles = known_profiles()
         if mig not in profiles:
@@ -91,9 +95,9 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     argv = a.get("args") or []
     if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(isinstance(x, str) for x in argv):
         raise RequestError(f"script arguments: at most {MAX_ARGS} strings")
-    name = _str(a, "name", 200) or os.path.basename(_str(a, "script_path") or "shell") or "job"
-    if not NAME_RE.match(name):
-        raise RequestError(f"--name {name!r}: use letters, digits and ._@+:=,/- (1-128 characters)")
+    name = slurm.check_name(a["name"] if a.get("name") is not None else
+                            os.path.basename(_str(a, "script_path") or "shell") or "job")
+    extra = slurm.read(a, interactive)
     request = build_request(a, group.default_request)
     time_s = group.limits.max_runtime_s if a.get("time") is None else parse_duration(a["time"])
     if time_s is None and a.get("time") is not None:
@@ -117,32 +121,38 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     workdir = _workdir(ctx, caller, _str(a, "workdir") or "/")
     env = _env(a)
     limits = cfg.limits_for(caller.user)
-    with ctx.sessions.begin() as session:
+    with slurm.DryRunGuard() as dry, ctx.sessions.begin() as session:  # a dry run rolls back
         infos = slice_infos(session)
         refusal = check_request(request, limits, tuple(infos), possible_profiles(infos), time_s, group.name)
         if refusal:
             raise LimitError(refusal)
         if limits.max_queued_jobs is not None:
             queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
-            if queued >= limits.max_queued_jobs:
+            if queued + extra.tasks > limits.max_queued_jobs:
                 raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
                                  f"is {limits.max_queued_jobs}")
+        slurm.check_gpu_model(extra.gpu_model, infos)
+        slurm.check_dependencies(session, extra, dry_run=bool(a.get("dry_run")))
         now = ctx.clock.now()
-        job = Job(name=name, user=caller.user, uid=caller.uid, gid=caller.gid, group=group.name,
-                  state=JobState.PENDING.value, reason=Reason.PRIORITY, interactive=interactive,
-                  request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
-                  time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
-                  args=json.dumps(argv), workdir=workdir, env=json.dumps(env), submitted_at=now, nice=nice,
-                  requeue_on_layout_change=bool(a.get("requeue", not interactive)))
-        session.add(job)
-        session.flush()
-        out = _str(a, "output") or f"ds01q-{job.id}.out"
-        job.output_path = None if interactive else os.path.join(workdir, out.replace("%j", str(job.id)))
-        session.add(job)
-        session.add(JobEvent(job_id=job.id, at=now, state=JobState.PENDING.value, reason="submitted",
-                             by=caller.user))
-        if a.get("hold"):
-            transition(session, job, JobState.HELD, at=now, by=caller.user, reason="submitted held")
+        fields = dict(name=name, user=caller.user, uid=caller.uid, gid=caller.gid, group=group.name,
+                      state=JobState.PENDING.value, reason=Reason.PRIORITY, interactive=interactive,
+                      request=json.dumps(request.to_dict()), cpus=float(cpus) if cpus else None, mem_bytes=mem,
+                      time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
+                      args=json.dumps(argv), workdir=workdir, env=json.dumps(env), submitted_at=now, nice=nice,
+                      requeue_on_layout_change=bool(a.get("requeue", not interactive)))
+        job, count = arrays.insert_jobs(session, fields, extra, now=now, by=caller.user, hold=bool(a.get("hold")),
+                                        check_workdir=slurm.lenient(lambda wd: _workdir(ctx, caller, wd), extra,
+                                                                    dry_run=bool(a.get("dry_run"))))
         job_id = job.id
+        result: dict[str, Any] = {"id": job_id, "time_limit": format_duration(time_s), "warnings": extra.warnings}
+        if extra.array:
+            result["array"] = {"job_id": job_id, "tasks": count, "throttle": extra.array["throttle"]}
+        if a.get("dry_run"):
+            view = job_dict(job, [], None, private=True)
+            view.update(slurm.view_extras(job, extra))
+            view.update(id=None, provisional_id=job_id, warnings=extra.warnings, dry_run=True)
+            raise slurm.DryRun(view)
+    if dry.result is not None:
+        return dry.result
     ctx.wake()
-    return {"id": job_id, "time_limit": format_duration(time_s)}
+    return result
