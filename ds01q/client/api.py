@@ -147,7 +147,7 @@ class Client:
         warnings: list[str] = []
         if script is not None:
             try:
-                with open(script, encoding="utf-8") as f:
+                with open(script, encoding="utf-8", newline="") as f:  # keep \r\n: sbatch refuses it
                     text = f.read(1024 * 1024 + 1)
             except OSError as e:
                 raise RequestError(f"cannot read script {script}: {e.strerror}") from None

@@ -1,0 +1,53 @@
+"""The client's half of Slurm compatibility: precedence of script, sbatch flags and options; --export; the
+array rows of `queue`."""
+from __future__ import annotations
+
+import pytest
+
+from ds01q.cli.arrays_view import collapse, label, ranges
+from ds01q.client.api import Client
+from ds01q.errors import RequestError
+
+
+def prepare(tmp_path, text, *slurm_args, **options):
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    return Client("/nonexistent.sock").prepare(str(script), slurm_args=slurm_args, workdir=str(tmp_path), **options)
+
+
+def test_options_override_sbatch_flags_which_override_directives(tmp_path):
+    text = "#!/bin/sh\n#SBATCH -J a -c 2 --mem=1G --gres=gpu:a100:2 --array=1-3 -p big\necho\n"
+    req, warnings = prepare(tmp_path, text, "-J", "b", "--mem-per-cpu=100", name="c", mig="1g.5gb")
+    assert req["name"] == "c" and req["mig"] == "1g.5gb" and "gpus" not in req and "gpu_model" not in req
+    assert req["mem"] == "100m" and req["cpus"] == 2 and req["array"] == {"indices": [1, 2, 3], "throttle": None}
+    assert len(warnings) == 2 and "--partition=big ignored" in warnings[0] and "1 CPU is assumed" in warnings[1]
+    req, _ = prepare(tmp_path, text, array="7%1", dependency="afterany:4", begin="now+1hour")
+    assert req["array"] == {"indices": [7], "throttle": 1} and req["begin"] == {"kind": "delay", "seconds": 3600}
+    assert req["dependency"] == {"mode": "all", "items": [{"type": "afterany", "jobs": [{"id": 4}]}]}
+
+
+def test_export_copies_named_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_KEY", "k1")
+    req, warnings = prepare(tmp_path, "#SBATCH --export=ALL,WANDB_KEY,X=1\n", env={"Y": "2"})
+    assert req["env"] == {"WANDB_KEY": "k1", "X": "1", "Y": "2"}
+    assert len(warnings) == 1 and "does not copy your whole environment" in warnings[0]
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    with pytest.raises(RequestError) as e:
+        prepare(tmp_path, "echo\n", array="3-1")
+    assert "empty range" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(RequestError) as e:
+        prepare(tmp_path, "echo\n", "--bogus")
+    assert "unknown option" in str(e.value)
+
+
+def test_queue_rows_for_arrays():
+    assert ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8" and ranges([3]) == "3"
+    jobs = [{"id": 10, "array_job_id": 10, "array_task_id": 0, "state": "RUNNING"},
+            {"id": 9, "array_job_id": None, "array_task_id": None, "state": "PENDING"},
+            *({"id": 10 + i, "array_job_id": 10, "array_task_id": i, "state": "PENDING"} for i in (1, 2, 3, 5)),
+            {"id": 16, "array_job_id": 10, "array_task_id": 6, "state": "HELD"}]
+    rows = collapse(jobs, {10: 2})
+    assert [r["label"] for r in rows] == ["10_0", "9", "10_[1-3,5%2]", "10_6"]
+    assert rows[2]["tasks"] == 4 and label(jobs[1]) == "9"
