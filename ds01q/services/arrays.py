@@ -2,15 +2,15 @@
 
 An array is as many jobs as it has indices. Its first task is inserted alone and its id becomes the
 array's id (Slurm's ``%A``, ``SLURM_ARRAY_JOB_ID``, ``array_id`` of every task); the other tasks go in one
-multi-row INSERT … RETURNING, their ``PENDING submitted`` events in another, so 10,000 tasks take a few
-statements, not 10,000 round trips. A held array's tasks are inserted HELD, each with both events
+multi-row INSERT (executemany), their ``PENDING submitted`` events in another, so 10,000 tasks take a few
+statements, not 10,000 round trips; their events are one INSERT … SELECT by ``array_id`` (indexed). A held array's tasks are inserted HELD, each with both events
 (PENDING submitted, then HELD), as ``jobstate.transition`` records a hold.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, Table, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ds01q.db.jobstate import transition
@@ -23,8 +23,30 @@ HELD_REASON = "submitted held"
 
 
 def _row(job: Job) -> dict[str, Any]:
-    """A task's column values, copied from the first task (without its id)."""
-    return {c.key: getattr(job, c.key) for c in Job.__mapper__.column_attrs if c.key != "id"}
+    """A task's column values, copied from the first task (without its id), by column name."""
+    return {c.columns[0].name: getattr(job, c.key) for c in Job.__mapper__.column_attrs if c.key != "id"}
+
+
+def _executemany(conn: Connection, table: Table, same: dict[str, Any], varying: Sequence[str],
+                 rows: list[dict[str, Any]]) -> None:
+    """One INSERT of many rows straight through the driver's executemany: the columns in ``same`` are
+    converted once (each type's ``bind_processor``), so a row costs a tuple, not SQLAlchemy's per-row
+    parameter processing (about 3/4 of a 10,000-task array's time otherwise)."""
+    dialect = conn.dialect
+    names = [*same, *varying]
+
+    def bound(name: str, value: Any) -> Any:
+        proc = table.c[name].type.bind_processor(dialect)
+        return proc(value) if proc and value is not None else value
+
+    fixed = tuple(bound(k, v) for k, v in same.items())
+    procs = [table.c[k].type.bind_processor(dialect) for k in varying]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+           f"VALUES ({', '.join([mark] * len(names))})")
+    data = [fixed + tuple(p(r[k]) if p and r[k] is not None else r[k] for p, k in zip(procs, varying)) for r in rows]
+    conn.exec_driver_sql(sql, data)
 
 
 def insert_jobs(session: Session, fields: dict[str, Any], f: SlurmFields, *, now: float, by: str, hold: bool,
@@ -58,26 +80,27 @@ def insert_jobs(session: Session, fields: dict[str, Any], f: SlurmFields, *, now
     if not indices or len(indices) == 1:
         return job, 1
     session.flush()
-    base = _row(job)
     own_id = slurm.needs_id(f)
+    varying = ("array_task_id", "workdir", "output_path", "error_path")
+    same = {k: v for k, v in _row(job).items() if k not in varying}  # bound once, not per row
     rows = []
     for task in indices[1:]:
-        row = dict(base, array_task_id=task)
-        if not own_id:
-            row["workdir"], row["output_path"], row["error_path"] = place(0, task)
-        rows.append(row)
-    ids = list(session.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), rows))
+        wd, out, err = (job.workdir, job.output_path, job.error_path) if own_id else place(0, task)
+        rows.append({"array_task_id": task, "workdir": wd, "output_path": out, "error_path": err})
+    jobs, conn = Job.__table__, session.connection()
+    _executemany(conn, jobs, same, varying, rows)
     if own_id:
+        by_task = dict(conn.execute(select(jobs.c.array_task_id, jobs.c.id).where(jobs.c.array_id == job.id)).all())
         updates = []
-        for job_id, task in zip(ids, indices[1:]):
+        for task in indices[1:]:
+            job_id = by_task[task]
             wd, out, err = place(job_id, task)
             updates.append({"id": job_id, "workdir": wd, "output_path": out, "error_path": err})
         session.execute(update(Job), updates)
-    events = [{"job_id": i, "at": now, "state": JobState.PENDING.value, "reason": "submitted", "by": by}
-              for i in ids]
-    if hold:
-        events += [{"job_id": i, "at": now, "state": JobState.HELD.value, "reason": HELD_REASON, "by": by}
-                   for i in ids]
-    session.execute(insert(JobEvent), events)
+    events = JobEvent.__table__
+    tasks = select(jobs.c.id).where(jobs.c.array_id == job.id, jobs.c.id != job.id).subquery()
+    for state, reason in [(JobState.PENDING, "submitted"), *([(JobState.HELD, HELD_REASON)] if hold else [])]:
+        rows_from = select(tasks.c.id, literal(now), literal(state.value), literal(reason), literal(by))
+        conn.execute(insert(events).from_select(["job_id", "at", "state", "reason", "by"], rows_from))
     return job, len(indices)
 
