@@ -236,6 +236,24 @@ def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
     click.echo("  in use: " + ", ".join(f"{k} {v}" for k, v in r["use"].items()))
 
 
+@cli.command("install-shims")
+@click.option("--dir", "directory", default="/usr/local/bin", show_default=True,
+              help="Where to write sbatch, squeue, scancel, sacct, srun and salloc.")
+@click.option("--force", is_flag=True, help="Replace files there that are not ds01q shims (e.g. a real Slurm).")
+def install_shims(directory: str, force: bool) -> None:
+    """Install Slurm's commands as aliases of ds01q (optional).
+
+    \b
+    Examples:
+      ds01q install-shims                      # as root: for every user
+      ds01q install-shims --dir ~/.local/bin   # just for you
+    """
+    from ds01q.cli.slurm_shims import install
+
+    for path in install(os.path.expanduser(directory), force=force):
+        click.echo(f"installed {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, never a traceback."""
     try:

@@ -20,6 +20,7 @@ from ds01q.services.slurm import SlurmFields
 from ds01q.types import JobState
 
 HELD_REASON = "submitted held"
+BATCH = 1000  # rows per INSERT on a database server (1000 x ~45 columns: under PostgreSQL's 65535 parameters)
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -41,12 +42,16 @@ def _executemany(conn: Connection, table: Table, same: dict[str, Any], varying: 
 
     fixed = tuple(bound(k, v) for k, v in same.items())
     procs = [table.c[k].type.bind_processor(dialect) for k in varying]
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
     quote = dialect.identifier_preparer.quote
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
-           f"VALUES ({', '.join([mark] * len(names))})")
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "
     data = [fixed + tuple(p(r[k]) if p and r[k] is not None else r[k] for p, k in zip(procs, varying)) for r in rows]
-    conn.exec_driver_sql(sql, data)
+    if dialect.paramstyle == "qmark":  # SQLite: executemany runs in-process, one prepared statement
+        conn.exec_driver_sql(head + f"({', '.join(['?'] * len(names))})", data)
+        return
+    one = f"({', '.join(['%s'] * len(names))})"  # a server: BATCH rows per statement, not a round trip each
+    for i in range(0, len(data), BATCH):
+        chunk = data[i:i + BATCH]
+        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
 
 
 def insert_jobs(session: Session, fields: dict[str, Any], f: SlurmFields, *, now: float, by: str, hold: bool,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -144,3 +146,60 @@ def test_submit_hold_release_and_queue_arrays(daemon: Daemon) -> None:
     while json.loads(cli(daemon, "queue", "--json").out) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert json.loads(cli(daemon, "queue", "--json").out) == []
+
+
+# ----------------------------------------------------------------------------- the Slurm shims
+def shim(daemon: Daemon, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, DS01Q_SOCKET=daemon.socket, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "ds01q.cli.slurm_shims", *argv], capture_output=True, text=True,
+                          env=full_env, cwd=daemon.root, timeout=60)
+
+
+def test_sbatch_squeue_scancel_sacct(daemon: Daemon) -> None:
+    script = daemon.root / "slurm.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --job-name=from-script\n#SBATCH --gpus=0 --hold\necho $SLURM_JOB_NAME\n")
+    r = shim(daemon, "sbatch", "--parsable", "-J", "shim job", "--array=1-4%2", "-p", "any", str(script), "--parsable")
+    assert r.returncode == 0 and "--partition=any ignored" in r.stderr, r
+    first = int(r.stdout)
+    job = json.loads(cli(daemon, "show", str(first), "--json").out)
+    assert job["name"] == "shim job" and job["args"] == ["--parsable"] and job["state"] == "HELD"
+    r = shim(daemon, "squeue")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["JOBID", "PARTITION", "NAME", "USER", "ST", "TIME", "NODES", "NODELIST(REASON)"]
+    assert any(line.split()[0] == f"{first}_1" and "(Held)" in line for line in lines[1:]), r.stdout
+    r = shim(daemon, "squeue", "-u", "root", "-h", "-o", "%i|%j|%T|%.4a|%-3D|")
+    assert f"{first}_2|shim job|HELD|   2|1  |" in r.stdout.splitlines(), r.stdout
+    assert shim(daemon, "squeue", "-u", "nobody-here", "-h").stdout == ""
+    r = shim(daemon, "scancel", str(first))
+    assert r.returncode == 0, r
+    r = shim(daemon, "sacct", "-j", str(first), "--format=JobID,JobName,State,ExitCode", "-P", "-n")
+    assert sorted(r.stdout.splitlines()) == [f"{first}_{t}|shim job|CANCELLED|0:0" for t in (1, 2, 3, 4)], r
+    r = shim(daemon, "sacct", "-j", str(first), "--format=JobID,Bogus")
+    assert r.returncode == 2 and "not a field" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_srun_inside_and_outside_a_job_and_salloc(daemon: Daemon) -> None:
+    r = shim(daemon, "srun", "-n", "1", "echo", "inside", env={"SLURM_JOB_ID": "7"})
+    assert r.returncode == 0 and r.stdout == "inside\n", r
+    r = shim(daemon, "srun", "--gpus=0", "-t", "5", "sh", "-c", "echo outside $SLURM_NTASKS; exit 3")
+    assert r.returncode == 3 and "outside 1" in r.stdout, r
+    from ds01q.cli.slurm_shims import salloc_argv
+
+    assert salloc_argv(["--gres=gpu:a100:2", "-c", "4", "--mem=8G", "-t", "1:00:00", "-p", "x"]) == [
+        "shell", "--gres", "gpu:a100:2", "--cpus", "4", "--mem", "8g", "--time", "1:00:00"]
+    assert salloc_argv(["--mig", "2g.10gb"]) == ["shell", "--mig", "2g.10gb"]
+
+
+def test_install_shims_never_replaces_a_real_slurm(tmp_path: Path) -> None:
+    from ds01q.cli.slurm_shims import SHIMS, install
+
+    assert sorted(Path(p).name for p in install(str(tmp_path))) == sorted(SHIMS)
+    assert os.access(tmp_path / "sbatch", os.X_OK) and install(str(tmp_path))  # ours: replaced again
+    (tmp_path / "squeue").write_text("#!/bin/sh\n# the real one\n")
+    from ds01q.errors import RequestError
+
+    with pytest.raises(RequestError) as e:
+        install(str(tmp_path))
+    assert "not a ds01q shim" in str(e.value)
+    install(str(tmp_path), force=True)
+    assert "ds01q slurm shim" in (tmp_path / "squeue").read_text()
