@@ -11,6 +11,7 @@ from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options, slurm_options
 from ds01q.client.api import EXIT_BY_STATE, Client
+from ds01q import __version__
 from ds01q.errors import Ds01qError
 
 
@@ -28,6 +29,7 @@ def client(ctx: click.Context) -> Client:
 })
 @click.option("--config", "config_path", envvar="DS01Q_CONFIG", default=None,
               help="Config file (default /etc/ds01q/ds01q.yaml).")
+@click.version_option(__version__, "--version", "-V", prog_name="ds01q")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """ds01q: a fair queue for shared GPU servers."""
@@ -110,7 +112,15 @@ def _exit_code(job: dict[str, Any]) -> int:
 @click.pass_context
 def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool,
           expand: bool) -> None:
-    """Pending and running jobs, in priority order."""
+    """Pending and running jobs, in priority order.
+
+    \b
+    Examples:
+      ds01q queue                  # an array's pending tasks on one line: 42_[3-99%4]
+      ds01q queue -r --me          # my jobs, one line per array task
+      ds01q queue --long --start   # priorities and estimated starts
+      ds01q queue --json
+    """
     from ds01q.cli.arrays_view import collapse
 
     import pwd
@@ -182,7 +192,13 @@ def cancel(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Hold your pending jobs (an array's id holds all its tasks); `ds01q release` lets them run."""
+    """Hold your pending jobs (an array's id holds all its tasks); `ds01q release` lets them run.
+
+    \b
+    Examples:
+      ds01q hold 42 43
+      ds01q release 42
+    """
     with client(ctx) as c:
         for r in c.hold(*job_ids):
             click.echo(f"job {r['id']}: {r['state']}")
@@ -192,7 +208,12 @@ def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Release your held jobs (a job an admin held only an admin releases)."""
+    """Release your held jobs (a job an admin held only an admin releases).
+
+    \b
+    Examples:
+      ds01q release 42             # 42 an array's id: all its held tasks
+    """
     with client(ctx) as c:
         for r in c.release(*job_ids):
             click.echo(f"job {r['id']}: {r['state']}")
@@ -252,6 +273,24 @@ def install_shims(directory: str, force: bool) -> None:
 
     for path in install(os.path.expanduser(directory), force=force):
         click.echo(f"installed {path}")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    \b
+    Examples:
+      eval "$(ds01q completion bash)"                             # in ~/.bashrc
+      ds01q completion zsh > "${fpath[1]}/_ds01q"
+      ds01q completion fish > ~/.config/fish/completions/ds01q.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "ds01q", "_DS01Q_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ def request_options(f: Any) -> Any:
     for opt in reversed([
         click.option("--mig", help="One MIG slice of this profile, e.g. 2g.10gb."),
         click.option("--gpus", type=int, help="N whole GPUs on one node; 0 for CPU only."),
-        click.option("--gres", help="Slurm style: gpu:N or gpu:PROFILE:1."),
+        click.option("--gres", help="Slurm style: gpu:N, gpu:MODEL:N (e.g. a100) or gpu:PROFILE:1."),
         click.option("--gpu-mem", help="Any slice with at least this much GPU memory, e.g. 10g."),
         click.option("--cpus", type=float, help="CPUs for the container."),
         click.option("--mem", help="Memory limit, e.g. 512m or 32g."),
@@ -52,7 +52,8 @@ def slurm_options(f: Any) -> Any:
         click.option("--mail-type", help="BEGIN,END,FAIL,... (recorded)."),
         click.option("--mail-user", help="Address for --mail-type (recorded)."),
         click.option("--export", help="VAR[,VAR=value,...]: copy these variables into the job."),
-        click.option("--open-mode", type=click.Choice(["append", "truncate"]), help="Output file mode."),
+        click.option("--open-mode", type=click.Choice(["append", "truncate"]),
+                     help="Output file mode (ds01q appends; truncate is recorded, with a warning)."),
         click.option("--requeue/--no-requeue", default=None, help="Requeue after a node failure or preemption."),
     ]):
         f = opt(f)

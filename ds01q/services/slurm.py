@@ -259,6 +259,8 @@ def read(a: dict[str, Any], interactive: bool) -> SlurmFields:
     if mode is not None and mode not in ("append", "truncate"):
         raise RequestError(f"--open-mode {mode!r}: allowed: append, truncate")
     f.open_mode = mode
+    if mode == "truncate":
+        f.warnings.append("--open-mode=truncate: recorded; ds01q appends to an existing output file")
     if interactive and (f.array or f.output or f.error):
         raise RequestError("--array, --output and --error are for batch jobs, not interactive shells")
     if f.error and f.error != f.output:
