@@ -26,6 +26,7 @@ def client(ctx: click.Context) -> Client:
     "simulate": "ds01q.cli.simulate:simulate",
     "shell": "ds01q.cli.shell:shell",
     "attach": "ds01q.cli.shell:attach",
+    "top": "ds01q.cli.top:top",
 })
 @click.option("--config", "config_path", envvar="DS01Q_CONFIG", default=None,
               help="Config file (default /etc/ds01q/ds01q.yaml).")

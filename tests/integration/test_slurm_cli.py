@@ -202,3 +202,8 @@ def test_install_shims_never_replaces_a_real_slurm(tmp_path: Path) -> None:
     assert "not a ds01q shim" in str(e.value)
     install(str(tmp_path), force=True)
     assert "ds01q slurm shim" in (tmp_path / "squeue").read_text()
+
+
+def test_top_once_off_a_terminal(daemon: Daemon) -> None:
+    r = cli(daemon, "top", "--once")
+    assert r.rc == 0 and "GPUs and slices" in r.out and "NVIDIA H100" in r.out and "Pending" in r.out, r

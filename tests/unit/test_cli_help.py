@@ -13,7 +13,7 @@ from ds01q import __version__
 from ds01q.cli.main import cli
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "fixtures" / "help"
-COMMANDS = ["submit", "queue", "hold", "release", "install-shims", "completion"]
+COMMANDS = ["submit", "queue", "hold", "release", "install-shims", "completion", "top"]
 
 
 def help_text(*args: str) -> str:

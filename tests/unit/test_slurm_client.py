@@ -51,3 +51,28 @@ def test_queue_rows_for_arrays():
     rows = collapse(jobs, {10: 2})
     assert [r["label"] for r in rows] == ["10_0", "9", "10_[1-3,5%2]", "10_6"]
     assert rows[2]["tasks"] == 4 and label(jobs[1]) == "9"
+
+
+def test_top_frame_shows_gpus_running_and_pending_with_reason_and_eta():
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+
+    from ds01q.cli.top import frame
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    status = {"gpus": [{"index": 0, "name": "NVIDIA A100-PCIE-40GB", "utilization": 42.0, "drained": False,
+                        "slices": [{"uuid": "MIG-0000-aaaa-1111", "profile": "3g.20gb", "state": "busy", "job": 7,
+                                    "user": "alice"},
+                                   {"uuid": "MIG-0000-aaaa-2222", "profile": "2g.10gb", "state": "free"}]}]}
+    base = {"user": "alice", "request": {"kind": "mig", "profile": "3g.20gb"}, "submitted_at": "2026-11-30T11:00:00Z"}
+    queue = [{**base, "id": 7, "name": "train", "state": "RUNNING", "slices": ["MIG-0000-aaaa-1111"],
+              "started_at": "2026-11-30T11:30:00Z"},
+             *({**base, "id": 8 + i, "name": "sweep", "state": "PENDING", "reason": "JobArrayTaskLimit",
+                "array_job_id": 8, "array_task_id": i, "estimated_start": "2026-11-30T12:05:00Z"} for i in range(3))]
+    console = Console(record=True, width=140)
+    console.print(frame(status, queue, now=now))
+    text = console.export_text()
+    assert "42%" in text and "3g.20gb" in text and "busy" in text and "free" in text
+    assert "running 1  pending 3" in text and "8_[0-2]" in text and "JobArrayTaskLimit" in text
+    assert "in 5m00s" in text and "train" in text
