@@ -93,8 +93,29 @@ def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, p
         else:
             click.echo(f"Submitted batch job {job_id}")
         if wait:
-            job = c.wait(job_id)
-            ctx.exit(_exit_code(job))
+            ctx.exit(_exit_code(_wait_for_end(c, job_id)))
+
+
+def _wait_for_end(c: Client, job_id: int, poll_s: float = 0.5) -> dict[str, Any]:
+    """Poll until the job ends, with a spinner (state, position, reason, estimated start) on a terminal and a
+    plain line on stderr at each change otherwise."""
+    import time
+
+    from ds01q.cli.shell import _Progress, wait_line
+    from ds01q.client.api import FINAL
+
+    with _Progress() as progress:
+        while True:
+            job = c.show(job_id)
+            if job["state"] in FINAL:
+                return job
+            if job["state"] in ("RUNNING", "STOPPING"):
+                where = ", ".join(job.get("slices") or []) or "CPU only"
+                progress.update(f"job {job_id} {job['state']} on {where} (Ctrl-C stops waiting)")
+            else:
+                queue = c.queue() if job["state"] == "PENDING" else []
+                progress.update(wait_line(job, queue, withdraw=False))
+            time.sleep(poll_s)
 
 
 def _exit_code(job: dict[str, Any]) -> int:

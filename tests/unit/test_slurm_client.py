@@ -76,3 +76,25 @@ def test_top_frame_shows_gpus_running_and_pending_with_reason_and_eta():
     assert "42%" in text and "3g.20gb" in text and "busy" in text and "free" in text
     assert "running 1  pending 3" in text and "8_[0-2]" in text and "JobArrayTaskLimit" in text
     assert "in 5m00s" in text and "train" in text
+
+
+def test_submit_wait_reports_each_change_on_stderr_off_a_terminal(capsys):
+    from ds01q.cli.main import _wait_for_end
+
+    class Fake:
+        def __init__(self):
+            pending = {"id": 5, "state": "PENDING", "reason": "Resources", "estimated_start": None, "slices": []}
+            self.seen = [pending, pending, {"id": 5, "state": "RUNNING", "slices": ["MIG-1"]},
+                         {"id": 5, "state": "COMPLETED", "exit_code": 0}]
+
+        def show(self, job_id):
+            return self.seen.pop(0)
+
+        def queue(self):
+            return [{"id": 4, "state": "PENDING"}, {"id": 5, "state": "PENDING"}]
+
+    job = _wait_for_end(Fake(), 5, poll_s=0)
+    err = capsys.readouterr().err.splitlines()
+    assert job["state"] == "COMPLETED"
+    assert err == ["ds01q: job 5 PENDING: position 2 of 2, reason Resources, estimated start unknown "
+                   "(Ctrl-C stops waiting)", "ds01q: job 5 RUNNING on MIG-1 (Ctrl-C stops waiting)"]
