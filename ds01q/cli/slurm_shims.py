@@ -88,7 +88,8 @@ def _squeue_field(job: dict[str, Any], letter: str) -> str:
     value: Any = {
         "i": job.get("label") or label(job), "A": job.get("array_job_id") or job["id"],
         "a": job.get("array_task_id") if job.get("array_task_id") is not None else "N/A",
-        "F": job.get("array_job_id") or job["id"], "K": job.get("array_task_id") or "N/A",
+        "F": job.get("array_job_id") or job["id"],
+        "K": job.get("array_task_id") if job.get("array_task_id") is not None else "N/A",
         "j": job.get("name"), "u": job.get("user"), "T": state, "t": COMPACT.get(state, state),
         "M": _duration(_elapsed(job)), "l": _duration(job.get("time_limit_s")), "D": 1,
         "R": ",".join(job.get("slices") or []) or job.get("node") or "localhost" if state in

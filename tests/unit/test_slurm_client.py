@@ -98,3 +98,15 @@ def test_submit_wait_reports_each_change_on_stderr_off_a_terminal(capsys):
     assert job["state"] == "COMPLETED"
     assert err == ["ds01q: job 5 PENDING: position 2 of 2, reason Resources, estimated start unknown "
                    "(Ctrl-C stops waiting)", "ds01q: job 5 RUNNING on MIG-1 (Ctrl-C stops waiting)"]
+
+
+def test_squeue_format_fields_widths_and_header():
+    from ds01q.cli.slurm_shims import squeue_line
+
+    job = {"id": 12, "array_job_id": 12, "array_task_id": 0, "state": "PENDING", "reason": "Held", "name": "sweep",
+           "user": "alice", "group": "student", "request": {"kind": "gpus", "count": 2, "gpu_model": "a100"},
+           "time_limit_s": 5400, "cpus": 4, "mem_bytes": 8 * 1024**3}
+    fmt = "%.8i|%-6j|%t|%K|%l|%b|%C|%m|%R|%%"
+    assert squeue_line(fmt, None) == "   JOBID|NAME  |ST|ARRAY_TASK_ID|TIME_LIMIT|TRES_PER_NODE|CPUS|MIN_MEMORY|" \
+                                     "NODELIST(REASON)|%"
+    assert squeue_line(fmt, job) == "    12_0|sweep |PD|0|1:30:00|gpu:a100:2|4|8192M|(Held)|%"
