@@ -185,7 +185,7 @@ def sbatch(argv: Sequence[str]) -> int:
     flags = {own[w]: True for w in options if w in own}
     options = [w for w in options if w not in own]
     if not rest:
-        raise RequestError("sbatch: give a batch script (sbatch [options] script [args...]; --wrap is not supported)")
+        raise RequestError("give a batch script (sbatch [options] script [args...]; --wrap is not supported)")
     with _client() as c:
         job_id = c.submit(rest[0], rest[1:], slurm_args=options)
         _warn(c.last_warnings)
@@ -209,12 +209,12 @@ def scancel(job_ids: tuple[str, ...], user: str | None) -> None:
         for word in job_ids:
             m = re.fullmatch(r"(\d+)(?:_(\d+))?", word)
             if not m:
-                raise RequestError(f"scancel: {word!r} is not a job id (N, ARRAYID or ARRAYID_TASK)")
+                raise RequestError(f"{word!r} is not a job id (N, ARRAYID or ARRAYID_TASK)")
             base, task = int(m.group(1)), m.group(2)
             tasks = [j["id"] for j in queued if j.get("array_job_id") == base
                      and (task is None or j.get("array_task_id") == int(task))]
             if task is not None and not tasks:
-                raise RequestError(f"scancel: array task {word} is not queued or running")
+                raise RequestError(f"array task {word} is not queued or running")
             ids += tasks or [base]
         if user:
             ids += [j["id"] for j in queued if j["user"] == user]
@@ -289,7 +289,7 @@ def srun(argv: Sequence[str]) -> int:
     """Inside a job: run the command (ds01q jobs are one node, one task). Outside: queue it and wait."""
     options, command = _script_and_options(list(argv))
     if not command:
-        raise RequestError("srun: give a command (srun [options] command [args...])")
+        raise RequestError("give a command (srun [options] command [args...])")
     if os.environ.get("SLURM_JOB_ID") or os.environ.get("DS01Q_JOB_ID"):
         parsed = parse_options(options)
         _warn([f"srun inside a job: {w}" for w in parsed.warnings])
@@ -314,7 +314,7 @@ def salloc_argv(argv: Sequence[str]) -> list[str]:
     """``ds01q shell`` arguments for salloc's options (the request; cluster options warn and go)."""
     parsed = parse_options(list(argv))
     if parsed.args:
-        raise RequestError("salloc: a command after the options is not supported; use ds01q shell, then run it")
+        raise RequestError("a command after the options is not supported; use ds01q shell, then run it")
     _warn(parsed.warnings)
     o = parsed.options
     out: list[str] = []
