@@ -62,6 +62,7 @@ class Reason(str, enum.Enum):
     DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"
     NEVER_FITS = "NeverFits"
     EXECUTOR_DOWN = "ExecutorDown"  # the Docker engine (or the executor) cannot be reached
+    ARRAY_TASK_LIMIT = "JobArrayTaskLimit"  # the array's %throttle tasks already run
 
 
 class StopOutcome(str, enum.Enum):
@@ -122,6 +123,7 @@ class ResourceRequest:
     profile: str | None = None
     count: int = 1
     min_mem_mb: int = 0
+    gpu_model: str | None = None  # only GPUs whose name contains it (Slurm's --gres=gpu:a100:N)
 
     @property
     def wants_gpu(self) -> bool:
@@ -131,13 +133,17 @@ class ResourceRequest:
         if self.kind == RequestKind.NONE:
             return "cpu-only"
         if self.kind == RequestKind.GPUS:
-            return f"{self.count} whole GPU(s)"
+            return f"{self.count} whole {self.gpu_model + ' ' if self.gpu_model else ''}GPU(s)"
         if self.kind == RequestKind.MIG:
             return f"1 x {self.profile}"
         return "1 slice" + (f" with >= {self.min_mem_mb} MiB" if self.min_mem_mb else "")
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind.value, "profile": self.profile, "count": self.count, "min_mem_mb": self.min_mem_mb}
+        d: dict[str, object] = {"kind": self.kind.value, "profile": self.profile, "count": self.count,
+                                "min_mem_mb": self.min_mem_mb}
+        if self.gpu_model:
+            d["gpu_model"] = self.gpu_model
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> ResourceRequest:
@@ -146,10 +152,15 @@ class ResourceRequest:
             profile=d.get("profile") or None,  # type: ignore[arg-type]
             count=int(d.get("count", 1)),  # type: ignore[arg-type]
             min_mem_mb=int(d.get("min_mem_mb", 0)),  # type: ignore[arg-type]
+            gpu_model=d.get("gpu_model") or None,  # type: ignore[arg-type]
         )
 
 
 FULL_PROFILE = "full"
+
+
+def gpu_model_key(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,10 @@ class SliceInfo:
     node: str = "local"
     gpu_name: str = ""
     drained: bool = False
+
+    def is_model(self, model: str) -> bool:
+        """Does this slice's GPU name contain ``model`` (case, spaces, - and _ ignored): a100, titanrtx…"""
+        return gpu_model_key(model) in gpu_model_key(self.gpu_name)
 
     @property
     def is_full(self) -> bool:

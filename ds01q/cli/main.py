@@ -9,8 +9,9 @@ import click
 
 from ds01q.cli import output
 from ds01q.cli.lazy import LazyGroup
-from ds01q.cli.options import request_from, request_options
+from ds01q.cli.options import request_from, request_options, slurm_options
 from ds01q.client.api import EXIT_BY_STATE, Client
+from ds01q import __version__
 from ds01q.errors import Ds01qError
 
 
@@ -26,9 +27,11 @@ def client(ctx: click.Context) -> Client:
     "simulate": "ds01q.cli.simulate:simulate",
     "shell": "ds01q.cli.shell:shell",
     "attach": "ds01q.cli.shell:attach",
+    "top": "ds01q.cli.top:top",
 })
 @click.option("--config", "config_path", envvar="DS01Q_CONFIG", default=None,
               help="Config file (default /etc/ds01q/ds01q.yaml).")
+@click.version_option(__version__, "--version", "-V", prog_name="ds01q")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """ds01q: a fair queue for shared GPU servers."""
@@ -51,19 +54,69 @@ def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None
 @request_options
 @click.option("--wait", is_flag=True, help="Block until the job ends; exit with its exit code.")
 @click.option("--parsable", is_flag=True, help="Print only the job id.")
-@click.option("--output", "-o", help="Output file name in the submit directory (%j = job id).")
-@click.option("--hold", is_flag=True, help="Submit held (an admin releases it).")
+@click.option("--output", "-o", help="Output file name in the submit directory (%j = job id, %x name, %A_%a array).")
+@click.option("--hold", "-H", is_flag=True, default=None, help="Submit held (you, or an admin, release it).")
+@slurm_options
+@click.option("--dry-run", is_flag=True, help="Check everything and print the job that would be queued; queue nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the job as JSON (show --json's shape).")
 @click.argument("script")
 @click.argument("args", nargs=-1)
 @click.pass_context
-def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, **kw: Any) -> None:
-    """Queue a batch job and print its id."""
+def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, parsable: bool, dry_run: bool,
+           as_json: bool, **kw: Any) -> None:
+    """Queue a batch job and print its id.
+
+    #SBATCH and #DS01Q lines in SCRIPT are read as sbatch reads them; options given here override them.
+
+    \b
+    Examples:
+      ds01q submit train.sh
+      ds01q submit --mig 2g.10gb --time 2h train.sh --epochs 10
+      ds01q submit --array 0-99%4 sweep.sh
+      ds01q submit --dependency afterok:42 eval.sh
+      ds01q submit --dry-run --json train.sh
+    """
     with client(ctx) as c:
+        if dry_run:
+            job = c.dry_run(script, args, **request_from(kw))
+            for w in job.get("warnings") or []:
+                click.echo(f"ds01q: warning: {w}", err=True)
+            output.emit_json(job) if as_json else output.job_detail(job)
+            return
         job_id = c.submit(script, args, **request_from(kw))
-        click.echo(str(job_id) if parsable else f"Submitted batch job {job_id}")
+        for w in c.last_warnings:
+            click.echo(f"ds01q: warning: {w}", err=True)
+        array = c.last_result.get("array")
+        if parsable:
+            click.echo(str(job_id))
+        elif array:
+            click.echo(f"Submitted batch job {job_id} (array of {array['tasks']} tasks)")
+        else:
+            click.echo(f"Submitted batch job {job_id}")
         if wait:
-            job = c.wait(job_id)
-            ctx.exit(_exit_code(job))
+            ctx.exit(_exit_code(_wait_for_end(c, job_id)))
+
+
+def _wait_for_end(c: Client, job_id: int, poll_s: float = 0.5) -> dict[str, Any]:
+    """Poll until the job ends, with a spinner (state, position, reason, estimated start) on a terminal and a
+    plain line on stderr at each change otherwise."""
+    import time
+
+    from ds01q.cli.shell import _Progress, wait_line
+    from ds01q.client.api import FINAL
+
+    with _Progress() as progress:
+        while True:
+            job = c.show(job_id)
+            if job["state"] in FINAL:
+                return job
+            if job["state"] in ("RUNNING", "STOPPING"):
+                where = ", ".join(job.get("slices") or []) or "CPU only"
+                progress.update(f"job {job_id} {job['state']} on {where} (Ctrl-C stops waiting)")
+            else:
+                queue = c.queue() if job["state"] == "PENDING" else []
+                progress.update(wait_line(job, queue, withdraw=False))
+            time.sleep(poll_s)
 
 
 def _exit_code(job: dict[str, Any]) -> int:
@@ -78,9 +131,21 @@ def _exit_code(job: dict[str, Any]) -> int:
 @click.option("--start", is_flag=True, help="Show estimated start times.")
 @click.option("--user", "-u", default=None)
 @click.option("--me", is_flag=True, help="Only my jobs.")
+@click.option("--array", "-r", "expand", is_flag=True, help="One line per array task (default: one per array).")
 @click.pass_context
-def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool) -> None:
-    """Pending and running jobs, in priority order."""
+def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str | None, me: bool,
+          expand: bool) -> None:
+    """Pending and running jobs, in priority order.
+
+    \b
+    Examples:
+      ds01q queue                  # an array's pending tasks on one line: 42_[3-99%4]
+      ds01q queue -r --me          # my jobs, one line per array task
+      ds01q queue --long --start   # priorities and estimated starts
+      ds01q queue --json
+    """
+    from ds01q.cli.arrays_view import collapse
+
     import pwd
 
     if me:
@@ -90,7 +155,7 @@ def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str 
     if as_json:
         output.emit_json(jobs)
     else:
-        output.job_rows(jobs, long=long, start=start)
+        output.job_rows(jobs if expand else collapse(jobs), long=long, start=start)
 
 
 @cli.command()
@@ -147,6 +212,37 @@ def cancel(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 
 
 @cli.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Hold your pending jobs (an array's id holds all its tasks); `ds01q release` lets them run.
+
+    \b
+    Examples:
+      ds01q hold 42 43
+      ds01q release 42
+    """
+    with client(ctx) as c:
+        for r in c.hold(*job_ids):
+            click.echo(f"job {r['id']}: {r['state']}")
+
+
+@cli.command()
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
+    """Release your held jobs (a job an admin held only an admin releases).
+
+    \b
+    Examples:
+      ds01q release 42             # 42 an array's id: all its held tasks
+    """
+    with client(ctx) as c:
+        for r in c.release(*job_ids):
+            click.echo(f"job {r['id']}: {r['state']}")
+
+
+@cli.command()
 @click.argument("job_id", type=int)
 @click.option("--follow", "-f", is_flag=True)
 @click.pass_context
@@ -182,6 +278,42 @@ def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
     for k, v in r["limits"].items():
         click.echo(f"  {k:<20} {'unlimited' if v is None else v}")
     click.echo("  in use: " + ", ".join(f"{k} {v}" for k, v in r["use"].items()))
+
+
+@cli.command("install-shims")
+@click.option("--dir", "directory", default="/usr/local/bin", show_default=True,
+              help="Where to write sbatch, squeue, scancel, sacct, srun and salloc.")
+@click.option("--force", is_flag=True, help="Replace files there that are not ds01q shims (e.g. a real Slurm).")
+def install_shims(directory: str, force: bool) -> None:
+    """Install Slurm's commands as aliases of ds01q (optional).
+
+    \b
+    Examples:
+      ds01q install-shims                      # as root: for every user
+      ds01q install-shims --dir ~/.local/bin   # just for you
+    """
+    from ds01q.cli.slurm_shims import install
+
+    for path in install(os.path.expanduser(directory), force=force):
+        click.echo(f"installed {path}")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    \b
+    Examples:
+      eval "$(ds01q completion bash)"                             # in ~/.bashrc
+      ds01q completion zsh > "${fpath[1]}/_ds01q"
+      ds01q completion fish > ~/.config/fish/completions/ds01q.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "ds01q", "_DS01Q_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> int:

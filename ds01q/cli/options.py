@@ -10,7 +10,7 @@ def request_options(f: Any) -> Any:
     for opt in reversed([
         click.option("--mig", help="One MIG slice of this profile, e.g. 2g.10gb."),
         click.option("--gpus", type=int, help="N whole GPUs on one node; 0 for CPU only."),
-        click.option("--gres", help="Slurm style: gpu:N or gpu:PROFILE:1."),
+        click.option("--gres", help="Slurm style: gpu:N, gpu:MODEL:N (e.g. a100) or gpu:PROFILE:1."),
         click.option("--gpu-mem", help="Any slice with at least this much GPU memory, e.g. 10g."),
         click.option("--cpus", type=float, help="CPUs for the container."),
         click.option("--mem", help="Memory limit, e.g. 512m or 32g."),
@@ -33,6 +33,28 @@ def request_from(kw: dict[str, Any]) -> dict[str, Any]:
             raise click.UsageError(f"--env {item!r} is not KEY=VALUE")
         env[key] = val
     kw["time"] = kw.pop("time_", None)
+    if not kw.get("hold"):
+        kw["hold"] = None  # an unset flag leaves the script's --hold alone
     if env:
         kw["env"] = env
     return kw
+
+
+def slurm_options(f: Any) -> Any:
+    """sbatch's options that ``ds01q submit`` takes too (values as sbatch reads them)."""
+    for opt in reversed([
+        click.option("--array", "-a", help="Array indices: 0-99, 1,3,5, 0-15:4, with %N to run at most N at once."),
+        click.option("--dependency", "-d", help="after|afterok|afternotok|afterany:JOBID[:JOBID], singleton."),
+        click.option("--begin", "-b", help="Not before: now+1hour, 16:00, 2026-12-01T08:00."),
+        click.option("--error", help="Error file name (Slurm's %-patterns)."),
+        click.option("--chdir", "-D", help="Working directory of the job."),
+        click.option("--signal", help="[B:]SIGNAL[@SECONDS] before the time limit (recorded)."),
+        click.option("--mail-type", help="BEGIN,END,FAIL,... (recorded)."),
+        click.option("--mail-user", help="Address for --mail-type (recorded)."),
+        click.option("--export", help="VAR[,VAR=value,...]: copy these variables into the job."),
+        click.option("--open-mode", type=click.Choice(["append", "truncate"]),
+                     help="Output file mode (ds01q appends; truncate is recorded, with a warning)."),
+        click.option("--requeue/--no-requeue", default=None, help="Requeue after a node failure or preemption."),
+    ]):
+        f = opt(f)
+    return f

@@ -88,7 +88,7 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
         if j["slices"] and j.get("node") and j["node"] != "local":  # several nodes: say which
             where = f"{j['node']}:{where}"
         st = j["state"] + ("(borrowing)" if j.get("borrowing") else "")
-        r: list[Any] = [j["id"], j["name"][:20], j["user"], j["group"], st, request_text(j["request"]),
+        r: list[Any] = [j.get("label", j["id"]), j["name"][:20], j["user"], j["group"], st, request_text(j["request"]),
                         elapsed(j), where]
         if long:
             f = j.get("priority_factors") or {}
@@ -103,7 +103,8 @@ def job_rows(jobs: Sequence[dict[str, Any]], long: bool = False, start: bool = F
 def job_detail(j: dict[str, Any]) -> None:
     keys = ["id", "name", "user", "group", "state", "reason", "reason_detail", "explain", "exit_code", "priority",
             "slices", "image", "workdir", "output", "time_limit_s", "submitted_at", "started_at", "ended_at",
-            "estimated_start", "borrowing", "node"]
+            "estimated_start", "borrowing", "node", "array_job_id", "array_task_id", "error", "eligible_at",
+            "warnings"]
     if j.get("explain") == j.get("reason_detail"):
         keys.remove("explain")
     for k in keys:
@@ -113,6 +114,15 @@ def job_detail(j: dict[str, Any]) -> None:
                 v = request_text(v)
             click.echo(f"{k:>16}: {', '.join(v) if isinstance(v, list) else v}")
     click.echo(f"{'request':>16}: {request_text(j['request'])}")
+    if j.get("array"):
+        a = j["array"]
+        click.echo(f"{'array':>16}: {a['tasks']} tasks" + (f", at most {a['throttle']} at once" if a.get("throttle")
+                                                          else ""))
+    if j.get("dependencies"):
+        d = j["dependencies"]
+        items = [it["type"] + "".join(f":{r['id']}" + (f"_{r['task']}" if "task" in r else "")
+                                      for r in it.get("jobs", [])) for it in d["items"]]
+        click.echo(f"{'dependency':>16}: {(',' if d.get('mode', 'all') == 'all' else '?').join(items)}")
     for e in j.get("events", []):
         click.echo(f"{'':>16}  {short_time(e['at'])}  {e['state']:<13} {e['by']:<10} {e['reason'] or ''}")
 

@@ -12,13 +12,47 @@ from ds01q import protocol
 from ds01q.errors import BY_CODE, Ds01qError, RequestError, ServerUnavailable
 from ds01q.types import FINAL_NAMES
 from ds01q.client.directives import gres as parse_gres
-from ds01q.client.directives import parse_directives
+from ds01q.client.directives import parse_options, read_directives
 
 DEFAULT_SOCKET = "/run/ds01q/ds01q.sock"
 DEFAULT_CONFIG = "/etc/ds01q/ds01q.yaml"
 FINAL = FINAL_NAMES  # one definition, in the leaf types module
 # The CLI's exit code for a job that ended without its own exit code (shell conventions: 128+signal).
 EXIT_BY_STATE = {"CANCELLED": 130, "TIMEOUT": 124, "OUT_OF_MEMORY": 137, "NODE_FAIL": 1}
+GPU_KEYS = ("gpus", "mig", "gpu_mem", "gpu_model")
+# options given in sbatch's syntax (strings), read with the directives' parser
+SLURM_SYNTAX = ("array", "dependency", "begin", "error", "chdir", "signal", "mail_type", "mail_user", "export",
+                "open_mode")
+
+
+def merge(lower: dict[str, Any], higher: dict[str, Any]) -> dict[str, Any]:
+    """Options of ``higher`` override those of ``lower`` (a GPU request replaces the whole GPU request;
+    environment variables merge, ``higher`` winning)."""
+    out = dict(lower)
+    if any(higher.get(k) is not None for k in GPU_KEYS):
+        for k in GPU_KEYS:
+            out.pop(k, None)
+    env = {**(lower.get("env") or {}), **(higher.get("env") or {})}
+    out.update({k: v for k, v in higher.items() if v is not None})
+    if env:
+        out["env"] = env
+    return out
+
+
+def exported(options: dict[str, Any], warnings: list[str]) -> None:
+    """--export: copy the named variables from this environment into the job's ``env``."""
+    export = options.get("export")
+    if not export:
+        return
+    env = dict(options.get("env") or {})
+    for name in export.get("names", []):
+        if name in os.environ and name not in env:
+            env[name] = os.environ[name]
+    if export.get("mode") == "ALL":
+        warnings.append("--export=ALL: ds01q does not copy your whole environment into a job; name the variables "
+                        "(--export=VAR1,VAR2 or --env KEY=VALUE)")
+    if env:
+        options["env"] = env
 
 
 def socket_path(config_path: str | None = None) -> str:
@@ -97,6 +131,8 @@ class Client:
         self.connect_wait = min(timeout, 10.0) if connect_wait is None else connect_wait
         self._sock: socket.socket | None = None
         self._reader: protocol.LineReader | None = None
+        self.last_warnings: list[str] = []
+        self.last_result: dict[str, Any] = {}
 
     # ------------------------------------------------------------ transport
     def _connect(self) -> None:
@@ -125,15 +161,16 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------ operations
-    def submit(self, script: str | None, args: Sequence[str] = (), *, workdir: str | None = None,
-               interactive: bool = False, **options: Any) -> int:
-        """Queue a batch job (``script`` is a path) or, with ``interactive``, a shell. Options as in the CLI:
-        mig, gpus, gpu_mem, gres, cpus, mem, time, image, name, nice, env, output, hold. ``#DS01Q``/``#SBATCH``
-        lines in the script give defaults; explicit options win."""
+    def prepare(self, script: str | None, args: Sequence[str] = (), *, workdir: str | None = None,
+                interactive: bool = False, slurm_args: Sequence[str] = (),
+                **options: Any) -> tuple[dict[str, Any], list[str]]:
+        """The submit request and the warnings, without sending it. Order of precedence, lowest first: the
+        script's ``#SBATCH``/``#DS01Q`` lines, ``slurm_args`` (sbatch's options as words), ``options``."""
         req: dict[str, Any] = {}
+        warnings: list[str] = []
         if script is not None:
             try:
-                with open(script, encoding="utf-8") as f:
+                with open(script, encoding="utf-8", newline="") as f:  # keep \r\n: sbatch refuses it
                     text = f.read(1024 * 1024 + 1)
             except OSError as e:
                 raise RequestError(f"cannot read script {script}: {e.strerror}") from None
@@ -141,14 +178,42 @@ class Client:
                 raise RequestError(f"script {script} is not UTF-8 text") from None
             if not text.strip():
                 raise RequestError(f"script {script} is empty")
-            req.update(parse_directives(text))
+            parsed = read_directives(text)
+            req, warnings = dict(parsed.options), list(parsed.warnings)
             req.update(script=text, script_path=os.path.abspath(script))
-        if options.get("gres"):
-            options.update(parse_gres(options.pop("gres")))
-        options.pop("gres", None)
-        req.update({k: v for k, v in options.items() if v is not None})
+        if slurm_args:
+            parsed = parse_options(list(slurm_args))
+            if parsed.args:
+                raise RequestError(f"{parsed.args[0]!r} is not an option")
+            req = merge(req, parsed.options)
+            warnings += parsed.warnings
+        given = {k: v for k, v in options.items() if v is not None}
+        if given.get("gres"):
+            given.update(parse_gres(given.pop("gres")))
+        given.pop("gres", None)
+        words = [f"--{k.replace('_', '-')}={given.pop(k)}" for k in SLURM_SYNTAX if isinstance(given.get(k), str)]
+        if words:
+            parsed = parse_options(words)
+            given = merge(parsed.options, given)
+            warnings += parsed.warnings
+        req = merge(req, given)
+        exported(req, warnings)
         req.update(args=list(args), workdir=workdir or os.getcwd(), interactive=interactive)
-        return int(self.call_idempotent("submit", req)["id"])
+        return req, warnings
+
+    def submit(self, script: str | None, args: Sequence[str] = (), *, workdir: str | None = None,
+               interactive: bool = False, slurm_args: Sequence[str] = (), **options: Any) -> int:
+        """Queue a batch job (``script`` is a path) or, with ``interactive``, a shell. Options as in the CLI:
+        mig, gpus, gpu_mem, gres, cpus, mem, time, image, name, nice, env, output, hold, and sbatch's array,
+        dependency, begin, error, chdir, signal, mail_type, mail_user, export, open_mode, requeue. ``#DS01Q``/
+        ``#SBATCH`` lines in the script give defaults; ``slurm_args`` (sbatch's flags) and explicit options win.
+        The warnings (options ignored or only recorded) are in ``last_warnings`` afterwards."""
+        req, warnings = self.prepare(script, args, workdir=workdir, interactive=interactive, slurm_args=slurm_args,
+                                     **options)
+        result = self.call_idempotent("submit", req)
+        self.last_warnings = warnings + list(result.get("warnings") or [])
+        self.last_result = result
+        return int(result["id"])
 
     def call_idempotent(self, op: str, req: dict[str, Any]) -> Any:
         """Send a submit with an idempotency key; if the connection is lost before the reply,
@@ -170,6 +235,20 @@ class Client:
         items = [{"workdir": cwd, **dict(j)} for j in jobs]
         return [int(i) for i in self.call_idempotent("submit_many", {"jobs": items})["ids"]]
 
+    def dry_run(self, script: str, args: Sequence[str] = (), *, workdir: str | None = None,
+                slurm_args: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+        """The job ``submit`` would queue, in ``show --json``'s shape with ``warnings``; queues nothing."""
+        req, warnings = self.prepare(script, args, workdir=workdir, slurm_args=slurm_args, **options)
+        view = dict(self.call("submit", **req, dry_run=True))
+        view["warnings"] = warnings + list(view.get("warnings") or [])
+        return view
+
+    def submit_array(self, script: str, array: str | dict[str, Any], args: Sequence[str] = (),
+                     **options: Any) -> dict[str, Any]:
+        """Queue an array in one request: ``{"job_id": first task's id (the array's id), "tasks": N, ...}``."""
+        self.submit(script, args, array=array, **options)
+        return dict(self.last_result.get("array") or {"job_id": self.last_result["id"], "tasks": 1})
+
     def queue(self, user: str | None = None) -> list[dict[str, Any]]:
         return self.call("queue", user=user)  # type: ignore[no-any-return]
 
@@ -181,6 +260,12 @@ class Client:
 
     def cancel(self, *job_ids: int) -> list[dict[str, Any]]:
         return self.call("cancel", ids=list(job_ids))  # type: ignore[no-any-return]
+
+    def hold(self, *job_ids: int) -> list[dict[str, Any]]:
+        return self.call("hold", ids=list(job_ids))  # type: ignore[no-any-return]
+
+    def release(self, *job_ids: int) -> list[dict[str, Any]]:
+        return self.call("release", ids=list(job_ids))  # type: ignore[no-any-return]
 
     def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
         """The job's output from the start: pages by offset until the end of the file (the daemon

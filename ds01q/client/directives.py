@@ -54,8 +54,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ds01q.client import slurm_values as sv
-from ds01q.client.slurm_values import expand_pattern
+import ds01q.slurm_values as sv
+from ds01q.slurm_values import expand_pattern
 from ds01q.errors import RequestError
 from ds01q.units import parse_size
 

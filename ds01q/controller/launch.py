@@ -31,6 +31,27 @@ def job_env(job: Job, allocs: list[Allocation]) -> dict[str, str]:
         "HOME": job.workdir,
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     })
+    env.update(slurm_env(job, allocs))
+    return env
+
+
+def slurm_env(job: Job, allocs: list[Allocation]) -> dict[str, str]:
+    """The rest of sbatch's environment: array task, CPUs, memory (MiB), GPUs (0..n-1 as the job sees them:
+    its devices are the only ones visible), one node, one task."""
+    env = {"SLURM_JOBID": str(job.id), "SLURM_NNODES": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_NTASKS": "1",
+           "SLURM_NPROCS": "1", "SLURM_JOB_NODELIST": job.node or "localhost",
+           "SLURMD_NODENAME": job.node or "localhost", "SLURM_JOB_USER": job.user,
+           "SLURM_JOB_PARTITION": job.group}
+    if job.array_id is not None and job.array_task_id is not None:
+        env.update(SLURM_ARRAY_JOB_ID=str(job.array_id), SLURM_ARRAY_TASK_ID=str(job.array_task_id))
+    if job.cpus:
+        env["SLURM_CPUS_PER_TASK"] = str(int(job.cpus) if float(job.cpus).is_integer() else job.cpus)
+        env["SLURM_CPUS_ON_NODE"] = str(max(1, int(job.cpus)))
+    if job.mem_bytes:
+        env["SLURM_MEM_PER_NODE"] = str(job.mem_bytes // (1024 * 1024))
+    if allocs:
+        gpus = ",".join(str(i) for i in range(len(allocs)))
+        env.update(SLURM_JOB_GPUS=gpus, SLURM_GPUS_ON_NODE=str(len(allocs)), SLURM_STEP_GPUS=gpus)
     return env
 
 

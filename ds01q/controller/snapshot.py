@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
 from ds01q.db import nodes, store
 from ds01q.config import Config
+from ds01q.controller.dependencies import DepJob, Lookup, evaluate, job_ids, spec_of
 from ds01q.db.models import Job
 from ds01q.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 from ds01q.inventory.sync import possible_profiles, slice_infos
-from ds01q.types import FINAL_NAMES, JobState
+from ds01q.types import JobState
 
 
 class UsageCache:
@@ -30,19 +32,29 @@ class UsageCache:
         return self.value
 
 
-def _depends_on(job: Job) -> list[int]:
-    return [int(d) for d in json.loads(job.depends_on or "[]")]
-
-
 def dependency(deps: list[int], states: dict[int, str]) -> str:
     """afterok semantics: "none" once every dependency COMPLETED, "never" if one ended any
-    other way or does not exist, else "waiting"."""
-    if not deps:
-        return "none"
-    st = [states.get(d) for d in deps]
-    if any(s is None or (s in FINAL_NAMES and s != JobState.COMPLETED.value) for s in st):
-        return "never"
-    return "none" if all(s == JobState.COMPLETED.value for s in st) else "waiting"
+    other way or does not exist, else "waiting" (``dependencies.evaluate`` for every Slurm type)."""
+    lookup = Lookup(DepJob(id=i, state=s) for i, s in states.items())
+    return evaluate(spec_of(json.dumps(deps)), lookup, 0.0)
+
+
+def _dep_jobs(session: Session, ids: set[int]) -> Lookup:
+    """The jobs (and array tasks) that dependencies name."""
+    if not ids:
+        return Lookup(())
+    q = select(Job.id, Job.state, Job.started_at, Job.ended_at, Job.array_id, Job.array_task_id).where(
+        or_(Job.id.in_(ids), Job.array_id.in_(ids)))
+    return Lookup(DepJob(*row) for row in session.execute(q))
+
+
+def _singletons(pending: list[Job], running: list[Job]) -> set[int]:
+    """Pending jobs with a singleton dependency that an earlier active job of the same user and name holds back."""
+    first: dict[tuple[str, str], int] = {}
+    for j in [*running, *pending]:
+        key = (j.user, j.name)
+        first[key] = min(first.get(key, j.id), j.id)
+    return {j.id for j in pending if first[(j.user, j.name)] < j.id}
 
 
 def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
@@ -50,12 +62,14 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
     running_rows = store.jobs_in(session, store.HOLDING)
     slices_by_job = store.slices_of(session, [j.id for j in running_rows])
     equiv = {a.slice_uuid: a.gpu_equiv for a in store.active_allocations(session)}
-    wanted = {d for j in pending_rows for d in _depends_on(j)}
-    states = store.job_states(session, wanted)
+    specs = {j.id: spec_of(j.depends_on) for j in pending_rows}
+    lookup = _dep_jobs(session, {d for spec in specs.values() for d in job_ids(spec)})
+    held_back = _singletons(pending_rows, running_rows) if any(
+        it["type"] == "singleton" for spec in specs.values() if spec for it in spec["items"]) else set()
     pending = tuple(
         PendingJob(id=j.id, user=j.user, group=_group(cfg, j), request=store.request_of(j), submitted_at=j.submitted_at,
                    time_limit_s=j.time_limit_s, interactive=j.interactive, nice=j.nice, boost=j.boost, held=j.state == JobState.HELD.value,
-                   dependency=dependency(_depends_on(j), states), array_id=j.array_id, requeue_count=j.requeue_count,
+                   dependency=evaluate(specs[j.id], lookup, now, j.id in held_back), array_id=j.array_id, requeue_count=j.requeue_count,
                    eligible_at=j.eligible_at or 0.0)
         for j in pending_rows
     )
@@ -63,7 +77,7 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(slices_by_job.get(j.id, ())),
                    started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,
                    gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())),
-                   stopping=j.state == JobState.STOPPING.value)
+                   stopping=j.state == JobState.STOPPING.value, array_id=j.array_id)
         for j in running_rows
     )
     users = {j.user for j in pending_rows} | {j.user for j in running_rows}
@@ -80,6 +94,7 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         policy=cfg.policy,
         possible_profiles=possible_profiles(infos),
         unavailable_nodes=nodes.unavailable(session),
+        array_throttle={j.array_id: j.array_throttle for j in pending_rows if j.array_id and j.array_throttle},
     )
 
 

@@ -17,7 +17,7 @@ from ds01q.daemon.janitor import Janitor
 from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, accounting, audit, jobs, mig, status, submit
+from ds01q.services import Caller, Context, accounting, audit, holds, jobs, mig, status, submit
 from ds01q.services.dbguard import db_guarded
 
 if TYPE_CHECKING:
@@ -38,8 +38,10 @@ OPS: dict[str, Handler] = {
     "status": status.status,
     "limits": status.limits,
     "admin.priority": jobs.set_priority,
-    "admin.hold": lambda ctx, c, a: jobs.hold(ctx, c, a, release=False),
-    "admin.release": lambda ctx, c, a: jobs.hold(ctx, c, a, release=True),
+    "hold": lambda ctx, c, a: holds.hold(ctx, c, a, release=False, admin=False),
+    "release": lambda ctx, c, a: holds.hold(ctx, c, a, release=True, admin=False),
+    "admin.hold": lambda ctx, c, a: holds.hold(ctx, c, a, release=False, admin=True),
+    "admin.release": lambda ctx, c, a: holds.hold(ctx, c, a, release=True, admin=True),
     "admin.requeue": jobs.requeue,
     "admin.drain": lambda ctx, c, a: status.drain(ctx, c, a, on=True),
     "admin.resume": lambda ctx, c, a: status.drain(ctx, c, a, on=False),

@@ -64,8 +64,17 @@ class Job(Base):
     requeue_on_layout_change: Mapped[bool] = mapped_column(Boolean, default=True)
     container: Mapped[str | None] = mapped_column(String(128), nullable=True)
     node: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    array_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    depends_on: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of job ids
+    array_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    depends_on: Mapped[str] = mapped_column(Text, default="[]")  # JSON: afterok ids, or a Slurm dependency object
+    # Slurm compatibility (migration 0005c_slurm)
+    error_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    array_task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    array_throttle: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    signal: Mapped[str | None] = mapped_column(String(64), nullable=True)  # JSON {signal, seconds, batch_only}
+    mail_user: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    mail_type: Mapped[str | None] = mapped_column(String(256), nullable=True)  # comma-separated
+    open_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    held_by_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     cpu_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # launch attempt, counted up by each assume: names the container (instance, job, attempt)

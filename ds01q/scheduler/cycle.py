@@ -8,7 +8,8 @@ Steps:
 3. Consider each job in that order. It waits, with the first reason that holds:
    ``Held``; ``DependencyNeverSatisfied``; ``Dependency``; ``Priority`` with
    detail ``BeginTime`` while ``eligible_at > now`` (estimated start =
-   ``eligible_at``); ``UserLimit`` for a hard limit (see ``limits.py``);
+   ``eligible_at``); ``JobArrayTaskLimit`` while its array already runs its
+   ``%throttle`` tasks (``Snapshot.array_throttle``); ``UserLimit`` for a hard limit (see ``limits.py``);
    ``NeverFits`` when no slice of the inventory, drained or not, could serve
    its shape; ``Draining`` when only drained slices could; ``UserLimit`` /
    ``GroupLimit`` when even the smallest slice it could take breaks what the
@@ -145,55 +146,74 @@ class _Pass:
         self.fifo_head_id = 0
         self.placements: list[Placement] = []
         self.waiting: dict[int, _Wait] = {}
+        self.throttle = snapshot.array_throttle  # array id -> tasks allowed to run at once
+        self.array_running: Counter[int] = Counter(j.array_id for j in snapshot.running
+                                                   if j.array_id is not None and j.array_id in self.throttle)
 
     def run(self, jobs: Iterable[PendingJob]) -> None:
         """Consider each job in order: place it, or record why it waits (step 3).
 
-        This loop runs once per pending job, so its common cases are inline (a
+        This loop (and ``_consider``) runs once per pending job, so its common cases are inline (a
         known user and shape, a remembered limit refusal, a CPU-only placement,
         a shape with no free slice left) and only the rare ones call methods.
         """
         now, waiting, users, placements = self.now, self.waiting, self.users, self.placements
+        throttle, array_running = self.throttle, self.array_running
         for job in jobs:
             if job.held or job.dependency != "none" or job.eligible_at > now:
                 wait = self._not_ready(job)
                 if wait is not None:
                     waiting[job.id] = wait
                     continue
-            user = users.get(job.user)
-            if user is None or user.group != job.group:
-                user = self._user(job)
-            state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
-            wait = state.static
+            if throttle and job.array_id in throttle:
+                if array_running[job.array_id] >= throttle[job.array_id]:  # type: ignore[index]
+                    waiting[job.id] = (Reason.ARRAY_TASK_LIMIT, f"array {job.array_id} runs its "
+                                       f"{throttle[job.array_id]} tasks at once", None, None)  # type: ignore[index]
+                    continue
+                placed = len(placements)
+                self._consider(job)
+                if len(placements) > placed:
+                    array_running[job.array_id] += 1  # type: ignore[index]
+                continue
+            self._consider(job)
+
+    def _consider(self, job: PendingJob) -> None:
+        """Place ``job`` or record why it waits (its holds, dependencies and begin time already checked)."""
+        waiting, users, placements = self.waiting, self.users, self.placements
+        user = users.get(job.user)
+        if user is None or user.group != job.group:
+            user = self._user(job)
+        state = user.shapes.get(id(job.request)) or self._new_shape(job.request, user)
+        wait = state.static
+        if wait is None:
+            account = user.account
+            if account.limited:
+                if job.time_limit_s > user.max_runtime_s:
+                    detail = runtime_refusal(job.time_limit_s, account.limits, user.owner) or ""
+                    wait = Reason.USER_LIMIT, detail, None, None
+                else:
+                    refused = user.refused_interactive if job.interactive else user.refused
+                    wait = refused.get(state)
+                    if wait is None:
+                        refusal = account.refusal(state.equiv, state.nslices, job.interactive)
+                        if refusal is not None:
+                            wait = refused[state] = (refusal[0], refusal[1], None, None)
             if wait is None:
-                account = user.account
-                if account.limited:
-                    if job.time_limit_s > user.max_runtime_s:
-                        detail = runtime_refusal(job.time_limit_s, account.limits, user.owner) or ""
-                        wait = Reason.USER_LIMIT, detail, None, None
-                    else:
-                        refused = user.refused_interactive if job.interactive else user.refused
-                        wait = refused.get(state)
-                        if wait is None:
-                            refusal = account.refusal(state.equiv, state.nslices, job.interactive)
-                            if refusal is not None:
-                                wait = refused[state] = (refusal[0], refusal[1], None, None)
-                if wait is None:
-                    if state.nslices == 0:  # CPU only: _place without slices
-                        account.add_sliceless(job.interactive)
-                        placements.append(Placement(job.id, ()))
-                        continue
-                    if self.fifo_head is not None:
-                        wait = state.behind_wait or self._behind(state)
-                    elif state.exhausted:
-                        wait = state.resources_wait
-                    elif job.time_limit_s >= state.blocked_from:
-                        wait = state.behind_wait or self._behind(state)
-                    else:
-                        wait = self._try_gpus(job, state, account)
-                        if wait is None:
-                            continue
-            waiting[job.id] = wait
+                if state.nslices == 0:  # CPU only: _place without slices
+                    account.add_sliceless(job.interactive)
+                    placements.append(Placement(job.id, ()))
+                    return
+                if self.fifo_head is not None:
+                    wait = state.behind_wait or self._behind(state)
+                elif state.exhausted:
+                    wait = state.resources_wait
+                elif job.time_limit_s >= state.blocked_from:
+                    wait = state.behind_wait or self._behind(state)
+                else:
+                    wait = self._try_gpus(job, state, account)
+                    if wait is None:
+                        return
+        waiting[job.id] = wait
 
     def _not_ready(self, job: PendingJob) -> _Wait | None:
         if job.held:

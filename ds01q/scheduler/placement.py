@@ -39,6 +39,8 @@ class Shape:
     def accepts(self, s: SliceInfo) -> bool:
         """Could this one slice serve the shape (ignoring whether it is free)?"""
         req = self.request
+        if req.gpu_model and not s.is_model(req.gpu_model):
+            return False
         if req.kind == RequestKind.GPUS:
             return s.is_full and self.allow_full_gpu
         if req.kind == RequestKind.MIG:
@@ -130,10 +132,10 @@ class FreePool:
     def _find_gpus(self, shape: Shape, exclude: frozenset[str]) -> tuple[SliceInfo, ...] | None:
         if not shape.allow_full_gpu:
             return None
-        need = shape.request.count
+        need, model = shape.request.count, shape.request.gpu_model
         best: tuple[int, str, list[SliceInfo]] | None = None
         for node, full in self._full_by_node.items():
-            usable = [s for s in full if s.uuid not in exclude]
+            usable = [s for s in full if s.uuid not in exclude and (model is None or s.is_model(model))]
             if len(usable) >= need and (best is None or (len(usable), node) < best[:2]):
                 best = (len(usable), node, usable)
         return None if best is None else tuple(best[2][:need])

@@ -80,6 +80,7 @@ class RunningJob:
     interactive: bool = False
     gpu_equiv: float = 0.0
     stopping: bool = False  # a stop was requested: its slices are free soon
+    array_id: int | None = None
 
     @property
     def expected_end(self) -> float:
@@ -103,6 +104,8 @@ class Snapshot:
     # Nodes that take no new job (DOWN: missed heartbeats; DRAINED by an admin). Their slices
     # count as drained in this pass.
     unavailable_nodes: frozenset[str] = frozenset()
+    # Arrays with a %throttle: array id -> how many of its tasks may run at once.
+    array_throttle: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,19 +18,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ds01q.db import store
-from ds01q.errors import LimitError, RequestError
 from ds01q.db.models import Job, JobEvent
-from ds01q.scheduler import check_request
-from ds01q.services.context import Caller, Context
-from ds01q.services import validate
+from ds01q.errors import LimitError, RequestError
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
+from ds01q.scheduler import check_request
+from ds01q.services import arrays, slurm, validate
+from ds01q.services.context import Caller, Context
+from ds01q.services.views import job_dict
 from ds01q.types import JobState, Reason, RequestKind, ResourceRequest
 from ds01q.units import format_duration, parse_duration, parse_size
 
 MAX_SCRIPT = 1024 * 1024
 MAX_ARGS = 256
 MAX_ENV = 128
-NAME_RE = re.compile(r"^[A-Za-z0-9_.@+:=,/-]{1,128}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "DS01Q_", "SLURM_")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
@@ -41,11 +41,16 @@ def build_request(a: dict[str, Any], default: ResourceRequest) -> ResourceReques
     mig, gpus, gpu_mem = a.get("mig"), a.get("gpus"), a.get("gpu_mem")
     if sum(x is not None for x in (mig, gpus, gpu_mem)) > 1:
         raise RequestError("use only one of --mig, --gpus and --gpu-mem")
+    if a.get("gpu_model") is not None:
+        if mig is not None or gpu_mem is not None or gpus == 0:
+            raise RequestError("a GPU model (--gres=gpu:MODEL:N) goes with a number of whole GPUs, not with "
+                               "--mig, --gpu-mem or --gpus 0")
+        gpus = 1 if gpus is None else gpus
     if gpus is not None:
         if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
             raise RequestError(f"--gpus {gpus!r} is not a whole number of GPUs from 0 to 64")
         return ResourceRequest(kind=RequestKind.NONE, count=0) if gpus == 0 else ResourceRequest(
-            kind=RequestKind.GPUS, count=gpus)
+            kind=RequestKind.GPUS, count=gpus, gpu_model=a.get("gpu_model"))
     if mig is not None:
         profiles = known_profiles()
         if mig not in profiles:
@@ -103,6 +108,15 @@ class Prepared:
     time_s: float
     output: str | None
     hold: bool
+    extra: slurm.SlurmFields
+
+    @property
+    def plain(self) -> bool:
+        """No Slurm extras but an output name with at most %j: what the bulk insert handles."""
+        e = self.extra
+        return (not (e.array or e.dependency or e.begin or e.chdir or e.error or e.signal or e.mail_user
+                     or e.mail_type or e.gpu_model or e.open_mode)
+                and "%" not in (self.output or "").replace("%j", ""))
 
 
 def _key(a: dict[str, Any]) -> str | None:
@@ -128,9 +142,11 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
     argv = a.get("args") or []
     if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(isinstance(x, str) for x in argv):
         raise RequestError(f"script arguments: at most {MAX_ARGS} strings")
-    name = _str(a, "name", 200) or os.path.basename(_str(a, "script_path") or "shell") or "job"
-    if not NAME_RE.match(name):
-        raise RequestError(f"--name {name!r}: use letters, digits and ._@+:=,/- (1-128 characters)")
+    name = slurm.check_name(a["name"] if a.get("name") is not None else
+                            os.path.basename(_str(a, "script_path") or "shell") or "job")
+    extra = slurm.read(a, interactive)
+    if output == validate.DISCARD:
+        extra.output = None  # no file at all: insert_jobs is told to keep none
     request = build_request(a, group.default_request)
     time_s = group.limits.max_runtime_s if a.get("time") is None else parse_duration(a["time"])
     if time_s is None and a.get("time") is not None:
@@ -159,7 +175,7 @@ def prepare(ctx: Context, caller: Caller, a: dict[str, Any]) -> Prepared:
                time_limit_s=time_s, image=image, script=script, script_path=_str(a, "script_path"),
                args=json.dumps(argv), workdir=workdir, env=json.dumps(env), nice=nice,
                requeue_on_layout_change=requeue)
-    return Prepared(job, request, time_s, output, hold)
+    return Prepared(job, request, time_s, output, hold, extra)
 
 
 def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepared],
@@ -167,23 +183,7 @@ def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepa
     """Check the hard limits and queue the prepared jobs in the caller's transaction, in bulk
     (one multi-row INSERT … RETURNING, one UPDATE, one INSERT of events). A job submitted held
     is inserted HELD with both its events: nobody else can see the row before it commits."""
-    cfg = ctx.config
-    group = cfg.group_of(caller.user)
-    limits = cfg.limits_for(caller.user)
-    if limits.max_queued_jobs is not None:
-        store.lock_user(session, caller.user)  # the quota check and the insert are one step per user
-    infos = slice_infos(session)
-    possible = possible_profiles(infos)
-    for i, p in enumerate(prepared):
-        refusal = check_request(p.request, limits, tuple(infos), possible, p.time_s, group.name)
-        if refusal:
-            raise LimitError(refusal if len(prepared) == 1 else f"job {i}: {refusal}")
-    if limits.max_queued_jobs is not None:
-        queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
-        if queued + len(prepared) > limits.max_queued_jobs:
-            raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
-                             f"is {limits.max_queued_jobs}" + (f" ({len(prepared)} more asked)" if len(prepared) > 1
-                                                               else ""))
+    _check_limits(ctx, session, caller, prepared)
     now = ctx.clock.now()
     rows = [{**p.job, "submitted_at": now, "submit_key": k, "state": JobState.HELD.value if p.hold else p.job["state"],
              "reason": Reason.HELD if p.hold else p.job["reason"]} for p, k in zip(prepared, keys)]
@@ -204,6 +204,27 @@ def _insert(ctx: Context, session: Session, caller: Caller, prepared: list[Prepa
     return ids
 
 
+def _check_limits(ctx: Context, session: Session, caller: Caller, prepared: list[Prepared]) -> None:
+    """The hard limits and the queue quota, in the insert's transaction (serialised per user)."""
+    group = ctx.config.group_of(caller.user)
+    limits = ctx.config.limits_for(caller.user)
+    if limits.max_queued_jobs is not None:
+        store.lock_user(session, caller.user)  # the quota check and the insert are one step per user
+    infos = slice_infos(session)
+    possible = possible_profiles(infos)
+    for i, p in enumerate(prepared):
+        refusal = check_request(p.request, limits, tuple(infos), possible, p.time_s, group.name)
+        if refusal:
+            raise LimitError(refusal if len(prepared) == 1 else f"job {i}: {refusal}")
+        slurm.check_gpu_model(p.extra.gpu_model, infos)
+    if limits.max_queued_jobs is not None:
+        queued = store.count_jobs(session, caller.user, (JobState.PENDING.value, JobState.HELD.value))
+        asked = sum(p.extra.tasks for p in prepared)
+        if queued + asked > limits.max_queued_jobs:
+            raise LimitError(f"you have {queued} jobs queued; max_queued_jobs of group {group.name} "
+                             f"is {limits.max_queued_jobs}" + (f" ({asked} more asked)" if asked > 1 else ""))
+
+
 def _existing(ctx: Context, caller: Caller, keys: list[str]) -> dict[str, tuple[int, float]]:
     """Jobs this user already queued under these keys: key -> (id, time limit)."""
     with ctx.sessions() as session:
@@ -213,24 +234,47 @@ def _existing(ctx: Context, caller: Caller, keys: list[str]) -> dict[str, tuple[
 
 
 def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    """Queue one job, or all tasks of an array, in one transaction. ``dry_run`` validates fully,
+    inserts, and rolls back: the answer is the job that would be queued."""
     key = _key(a)
-    if key is not None and (old := _existing(ctx, caller, [key]).get(key)):
+    dry_run = validate.strict_bool(a, "dry_run", False)
+    if key is not None and not dry_run and (old := _existing(ctx, caller, [key]).get(key)):
         return {"id": old[0], "time_limit": format_duration(old[1]), "existing": True}
     p = prepare(ctx, caller, a)
     try:
-        with ctx.sessions.begin() as session:
-            (job_id,) = _insert(ctx, session, caller, [p], [key])
+        with slurm.DryRunGuard() as dry, ctx.sessions.begin() as session:  # a dry run rolls back
+            _check_limits(ctx, session, caller, [p])
+            slurm.check_dependencies(session, p.extra, dry_run=dry_run)
+            now = ctx.clock.now()
+            fields = {**p.job, "submitted_at": now, "submit_key": None if dry_run else key}
+            job, count = arrays.insert_jobs(
+                session, fields, p.extra, now=now, by=caller.user, hold=p.hold,
+                discard_output=p.output == validate.DISCARD,
+                check_workdir=slurm.lenient(lambda wd: _workdir(ctx, caller, wd), p.extra, dry_run=dry_run))
+            job_id = job.id
+            result: dict[str, Any] = {"id": job_id, "time_limit": format_duration(p.time_s),
+                                      "warnings": p.extra.warnings}
+            if p.extra.array:
+                result["array"] = {"job_id": job_id, "tasks": count, "throttle": p.extra.array["throttle"]}
+            if dry_run:
+                view = job_dict(job, [], None, private=True)
+                view.update(slurm.view_extras(job, p.extra))
+                view.update(id=None, provisional_id=job_id, warnings=p.extra.warnings, dry_run=True)
+                raise slurm.DryRun(view)
     except IntegrityError:  # the same key, submitted at the same moment: the first one won
         old = _existing(ctx, caller, [key]).get(key) if key is not None else None
         if old is None:
             raise
         return {"id": old[0], "time_limit": format_duration(old[1]), "existing": True}
+    if dry.result is not None:
+        return dry.result
     ctx.wake()
-    return {"id": job_id, "time_limit": format_duration(p.time_s)}
+    return result
 
 
 def submit_many(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
-    """Queue a list of requests (``jobs``) in one transaction: all of them or, on any error, none."""
+    """Queue a list of plain requests (``jobs``) in one transaction: all of them or, on any error, none.
+    Arrays, dependencies and Slurm's file options go through ``submit``, one request each."""
     items = a.get("jobs")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise RequestError(f"jobs: a list of 1 to {MAX_BATCH} submit requests")
@@ -247,9 +291,13 @@ def submit_many(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, An
         if not isinstance(item, dict):
             raise RequestError(f"job {i}: a submit request must be a JSON object")
         try:
-            prepared.append(prepare(ctx, caller, item))
+            p = prepare(ctx, caller, item)
         except RequestError as e:
             raise type(e)(f"job {i}: {e}") from None
+        if not p.plain:
+            raise RequestError(f"job {i}: submit_many takes plain jobs; submit arrays, dependencies, --begin, "
+                               "--chdir, --error and %-patterns other than %j one request each")
+        prepared.append(p)
     try:
         with ctx.sessions.begin() as session:
             ids = _insert(ctx, session, caller, prepared, keys)

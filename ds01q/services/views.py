@@ -9,6 +9,13 @@ from ds01q.services.validate import printable
 from ds01q.units import iso
 
 
+def _dependencies(depends_on: str | None) -> dict[str, Any] | None:
+    raw = json.loads(depends_on or "[]")
+    if isinstance(raw, list):  # the first form: afterok on each id
+        return {"mode": "all", "items": [{"type": "afterok", "jobs": [{"id": i} for i in raw]}]} if raw else None
+    return raw or None
+
+
 def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, private: bool) -> dict[str, Any]:
     d: dict[str, Any] = {
         "id": job.id,
@@ -38,10 +45,15 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
         "requeue_count": job.requeue_count,
         "held": job.state == "HELD",
         "node": job.node,
+        "array_job_id": job.array_id,
+        "array_task_id": job.array_task_id,
+        "dependencies": _dependencies(job.depends_on),
+        "eligible_at": iso(job.eligible_at) if job.eligible_at else None,
     }
     d = {k: printable(v) for k, v in d.items()}  # no terminal escapes into another user's terminal
     if private:
-        d.update({"workdir": job.workdir, "output": job.output_path, "script_path": job.script_path,
+        d.update({"workdir": job.workdir, "output": job.output_path, "error": job.error_path,
+                  "script_path": job.script_path,
                   "args": json.loads(job.args), "env": json.loads(job.env)})
     if events is not None:
         d["events"] = [{"at": iso(e.at), "state": e.state, "reason": printable(e.reason), "by": printable(e.by)}

@@ -2,14 +2,14 @@
 (commands to agents, exits and usage samples reported by them)
 
 Revision ID: 0005e_multi
-Revises: 0005b_once
+Revises: 0005c_slurm
 Create Date: 2026-11-30
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0005e_multi'
-down_revision = '0005b_once'
+down_revision = '0005c_slurm'
 branch_labels = None
 depends_on = None
 
