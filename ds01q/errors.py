@@ -8,6 +8,7 @@
     ├── Conflict               another writer changed the job first (compare-and-set lost)
     ├── PermissionDenied       caller may not do this
     ├── ServerUnavailable      the client cannot reach the daemon
+    │   └── Busy               the daemon asks this connection to come back soon (per-user cap)
     ├── InventoryError         GPU inventory cannot be read (no driver, ...)
     └── ExecutorError          the container/process could not be started or stopped
 """
@@ -48,6 +49,12 @@ class ServerUnavailable(Ds01qError):
     code = "unavailable"
 
 
+class Busy(ServerUnavailable):
+    """The daemon turned this connection away for now (the user's connection cap): retry soon."""
+
+    code = "busy"
+
+
 class InventoryError(Ds01qError):
     code = "inventory"
 
@@ -59,5 +66,5 @@ class ExecutorError(Ds01qError):
 BY_CODE: dict[str, type[Ds01qError]] = {
     c.code: c
     for c in (Ds01qError, ConfigError, RequestError, LimitError, NotFound, Conflict, PermissionDenied,
-              ServerUnavailable, InventoryError, ExecutorError)
+              ServerUnavailable, Busy, InventoryError, ExecutorError)
 }

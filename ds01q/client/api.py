@@ -9,7 +9,7 @@ import time
 from typing import Any, Iterator, Sequence
 
 from ds01q import protocol
-from ds01q.errors import BY_CODE, Ds01qError, RequestError, ServerUnavailable
+from ds01q.errors import BY_CODE, Busy, Ds01qError, RequestError, ServerUnavailable
 from ds01q.types import FINAL_NAMES
 from ds01q.client.directives import gres as parse_gres
 from ds01q.client.directives import parse_options, read_directives
@@ -140,14 +140,25 @@ class Client:
         self._sock, self._reader = s, protocol.LineReader(s)
 
     def call(self, op: str, **args: Any) -> Any:
-        if self._sock is None:
-            self._connect()
-        assert self._sock is not None and self._reader is not None
-        try:
-            return roundtrip(self._sock, self._reader, op, args)
-        except ServerUnavailable:
-            self.close()
-            raise
+        """One request. A daemon that is busy with this user's other connections (``Busy``) is
+        asked again with backoff for up to ``connect_wait`` seconds, like a full backlog."""
+        deadline = time.monotonic() + self.connect_wait
+        delay = 0.02
+        while True:
+            if self._sock is None:
+                self._connect()
+            assert self._sock is not None and self._reader is not None
+            try:
+                return roundtrip(self._sock, self._reader, op, args)
+            except Busy:
+                self.close()
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, 0.5)
+            except ServerUnavailable:
+                self.close()
+                raise
 
     def close(self) -> None:
         if self._sock is not None:

@@ -92,7 +92,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             self._refuse(reader, protocol.error(e.code, str(e)))
             return
         if not self.server.limiter.acquire(uid):
-            self._refuse(reader, protocol.error("limit", f"{caller.user} already has "
+            self._refuse(reader, protocol.error("busy", f"{caller.user} already has "
                                                 f"{sec.max_connections_per_user} connections open to ds01q "
                                                 "(security.max_connections_per_user); close some and retry"))
             return

@@ -45,7 +45,7 @@ def test_idle_connections_are_capped_per_user_and_dropped(make_sec_daemon) -> No
     assert_served(d, "ds01q-stu2")
     t.join(60)
     extra = result["extra"]
-    assert isinstance(extra, dict) and extra["error"]["code"] == "limit", extra
+    assert isinstance(extra, dict) and extra["error"]["code"] == "busy", extra
     assert "max_connections_per_user" in extra["error"]["message"]
     assert result["closed"] == 200, result
     assert_served(d, "ds01q-stu1")
