@@ -17,8 +17,13 @@ branch_labels = None
 depends_on = None
 
 
+def _keep_autoincrement() -> dict:
+    """A rebuild of ``jobs`` on SQLite keeps AUTOINCREMENT (0005b_once): ids are never reused."""
+    return {"table_kwargs": {"sqlite_autoincrement": True}} if op.get_bind().dialect.name == "sqlite" else {}
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
+    with op.batch_alter_table('jobs', schema=None, **_keep_autoincrement()) as batch_op:
         batch_op.add_column(sa.Column('error_path', sa.String(length=4096), nullable=True))
         batch_op.add_column(sa.Column('array_task_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('array_throttle', sa.Integer(), nullable=True))
@@ -31,7 +36,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
+    with op.batch_alter_table('jobs', schema=None, **_keep_autoincrement()) as batch_op:
         batch_op.drop_index('ix_jobs_array_id')
         for name in ('held_by_admin', 'open_mode', 'mail_type', 'mail_user', 'signal', 'array_throttle',
                      'array_task_id', 'error_path'):
