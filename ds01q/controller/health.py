@@ -18,6 +18,8 @@ from ds01q.types import Reason
 log = logging.getLogger("ds01q.controller")
 T = TypeVar("T")
 STALL_AFTER_TICKS = 6  # a loop with no finished tick for this many tick periods is shown as stalled
+OUTAGE_MARGIN_S = 10.0  # an outage is noticed by the next sweep (5 s): it may have begun this much earlier
+KILLED_BY_ENGINE = (137, 143)  # SIGKILL / SIGTERM: what an engine that shuts down does to its containers
 
 
 class Health:
@@ -28,6 +30,7 @@ class Health:
         self.last_tick_at: float | None = None
         self.step_errors: dict[str, tuple[float, str]] = {}
         self.ticks = 0
+        self.outages: list[tuple[float, float]] = []  # (noticed down, back up), the last few
 
     def executor_down(self, error: str, now: float) -> None:
         with self._lock:
@@ -36,11 +39,24 @@ class Health:
                 self.executor_down_since = now
             self.executor_error = error
 
-    def executor_up(self) -> None:
+    def executor_up(self, now: float | None = None) -> None:
         with self._lock:
             if self.executor_error is not None:
                 log.warning("executor back up after: %s", self.executor_error)
+                if self.executor_down_since is not None and now is not None:
+                    self.outages = [*self.outages[-9:], (self.executor_down_since, now)]
             self.executor_error, self.executor_down_since = None, None
+
+    def killed_in_outage(self, exit_code: int | None, finished_at: float | None) -> bool:
+        """Did a container end by a signal while the engine was down (an engine restart without
+        live-restore stops every container)? Such a run is a lost node, not the job's failure."""
+        if exit_code not in KILLED_BY_ENGINE or finished_at is None:
+            return False
+        with self._lock:
+            spans = list(self.outages)
+            if self.executor_down_since is not None:
+                spans.append((self.executor_down_since, float("inf")))
+        return any(start - OUTAGE_MARGIN_S <= finished_at <= end for start, end in spans)
 
     @property
     def executor_ok(self) -> bool:

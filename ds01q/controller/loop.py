@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -221,6 +222,8 @@ class Controller:
             log.warning("remove of job %s failed (the container sweep retries it): %s", job_id, e)
 
     def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
+        if job.stop_outcome is None and self.health.killed_in_outage(info.exit_code, info.finished_at):
+            info = replace(info, exit_code=None, error="container stopped by a Docker engine restart")
         # charge the container's own start and finish times when the executor knows them
         begin = job.started_at if job.started_at is not None else job.submitted_at
         if info.started_at is not None and job.submitted_at <= info.started_at <= now:

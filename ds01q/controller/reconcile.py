@@ -53,7 +53,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
     except Ds01qError as e:
         ctl.health.executor_down(str(e), ctl.clock.now())
         return None
-    ctl.health.executor_up()
+    ctl.health.executor_up(ctl.clock.now())
     with ctl.lock:
         busy |= ctl.launching
     by_job: dict[int, list[Found]] = {}

@@ -213,3 +213,29 @@ def test_a_loop_that_stops_making_progress_shows_as_stalled() -> None:
     health.ticked(100.0)
     assert health.to_dict(103.0, 1.0)["loop"] == "ok"
     assert health.to_dict(120.0, 1.0)["loop"] == "stalled"
+
+
+def test_a_job_killed_by_an_engine_restart_ends_node_fail_and_requeues(h: Harness) -> None:
+    job_id = h.submit()
+    h.tick()
+    h.clock.advance(6)
+    h.ex.down = "cannot list containers: engine restarting"
+    h.tick()  # the sweep notices the outage
+    h.clock.advance(3)
+    h.ex.finish(job_id, exit_code=143)  # the engine stopped its containers on the way down
+    h.clock.advance(3)
+    h.ex.down = None
+    h.tick(advance=6)
+    h.tick()
+    states = [e[0] for e in h.events(job_id)]
+    assert states[3:6] == ["NODE_FAIL", "PENDING", "STARTING"], states
+    assert ("NODE_FAIL", "container stopped by a Docker engine restart") in h.events(job_id)
+
+
+def test_a_job_that_failed_on_its_own_stays_failed(h: Harness) -> None:
+    job_id = h.submit()
+    h.tick()
+    h.clock.advance(100)
+    h.ex.finish(job_id, exit_code=143)  # no outage around it: the job's own exit
+    h.tick(advance=6)
+    assert h.job(job_id).state == "FAILED"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,22 @@ def wait_all_final(c: Client, ids: list[int], timeout: float) -> dict[int, dict[
                          f"{[(i, j['state']) for i, j in jobs.items() if j['state'] not in FINAL][:10]}")
 
 
+def check_accounting(d: Daemon, completed: list[int]) -> None:
+    """Each completed job has one usage row, charged from its start to its end, share × wall."""
+    db = sqlite3.connect(f"file:{d.root / 'ds01q.db.engine'}?mode=ro", uri=True, timeout=30)
+    try:
+        for job_id in completed:
+            (started, ended), = db.execute("SELECT started_at, ended_at FROM jobs WHERE id = ?", (job_id,))
+            rows = db.execute("SELECT started_at, ended_at, wall_s, gpu_share, gpu_equiv_s FROM job_usage "
+                              "WHERE job_id = ?", (job_id,)).fetchall()
+            assert len(rows) == 1, f"job {job_id}: {len(rows)} usage rows"
+            u_start, u_end, wall, share, equiv = rows[0]
+            assert (u_start, u_end) == (started, ended) and abs(wall - (ended - started)) < 1e-6, (job_id, rows)
+            assert abs(equiv - share * wall) < 1e-6 and 0 <= wall < 120, (job_id, rows)
+    finally:
+        db.close()
+
+
 def ran(job: dict[str, Any]) -> bool:
     return any(e["state"] == "RUNNING" for e in job.get("events", []))
 
@@ -50,6 +67,7 @@ def check_invariants(d: Daemon, c: Client, ids: list[int], marker: Path, timeout
         if i in answered_cancelled:
             assert j["state"] == "CANCELLED" and not ran(j) and counts[i] == 0, \
                 f"job {i} was answered CANCELLED, yet it ran: {j['state']}, {counts[i]} runs"
+    check_accounting(d, [i for i, j in jobs.items() if j["state"] == "COMPLETED"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # slices and containers are released just after the job ends
         st = c.status()
