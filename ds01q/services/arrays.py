@@ -89,6 +89,7 @@ def insert_jobs(session: Session, fields: dict[str, Any], f: SlurmFields, *, now
     own_id = slurm.needs_id(f)
     varying = ("array_task_id", "workdir", "output_path", "error_path")
     same = {k: v for k, v in _row(job).items() if k not in varying}  # bound once, not per row
+    same["submit_key"] = None  # the array's idempotency key stays on its first task (one transaction)
     rows = []
     for task in indices[1:]:
         wd, out, err = (job.workdir, job.output_path, job.error_path) if own_id else place(0, task)

@@ -260,6 +260,8 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
                 view = job_dict(job, [], None, private=True)
                 view.update(slurm.view_extras(job, p.extra))
                 view.update(id=None, provisional_id=job_id, warnings=p.extra.warnings, dry_run=True)
+                if p.output == validate.DISCARD:
+                    view["output"] = validate.DISCARD  # what Slurm shows; no file is kept
                 raise slurm.DryRun(view)
     except IntegrityError:  # the same key, submitted at the same moment: the first one won
         old = _existing(ctx, caller, [key]).get(key) if key is not None else None
