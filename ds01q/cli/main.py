@@ -144,7 +144,7 @@ def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str 
       ds01q queue --long --start   # priorities and estimated starts
       ds01q queue --json
     """
-    from ds01q.cli.arrays_view import collapse
+    from ds01q.cli.arrays_view import collapse, label
 
     import pwd
 
@@ -155,7 +155,8 @@ def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str 
     if as_json:
         output.emit_json(jobs)
     else:
-        output.job_rows(jobs if expand else collapse(jobs), long=long, start=start)
+        output.job_rows([{**j, "label": label(j)} for j in jobs] if expand else collapse(jobs), long=long,
+                        start=start)
 
 
 @cli.command()
