@@ -34,7 +34,7 @@ def wait_all_final(c: Client, ids: list[int], timeout: float) -> dict[int, dict[
 
 def check_accounting(d: Daemon, completed: list[int]) -> None:
     """Each completed job has one usage row, charged from its start to its end, share × wall."""
-    db = sqlite3.connect(f"file:{d.root / 'ds01q.db.engine'}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{d.root / 'ds01q.db'}?mode=ro", uri=True, timeout=30)
     try:
         for job_id in completed:
             (started, ended), = db.execute("SELECT started_at, ended_at FROM jobs WHERE id = ?", (job_id,))

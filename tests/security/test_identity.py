@@ -49,7 +49,7 @@ def test_database_and_wal_are_private(sec_daemon: Daemon) -> None:
     import stat
 
     sec_daemon.submit("ds01q-stu1", "echo secret-in-db\n", "--hold", "--env", "TOKEN=hunter2")
-    db = sec_daemon.root / "ds01q.db.engine"
+    db = sec_daemon.root / "ds01q.db"
     files = [p for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")) if p.exists()]
     assert db in files and len(files) >= 2, files
     for p in files:

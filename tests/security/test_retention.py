@@ -14,7 +14,7 @@ def test_payloads_of_finished_jobs_are_pruned(make_sec_daemon) -> None:  # type:
     held = d.submit("ds01q-stu1", "#!/bin/sh\necho payload-held\n", "--env", "TOKEN=keepme", "--hold", name="b.sh")
     d.wait_state(done, "COMPLETED")
     spool = d.root / "state" / "scripts" / f"{done}.sh"
-    db = sqlite3.connect(str(d.root / "ds01q.db.engine"))
+    db = sqlite3.connect(str(d.root / "ds01q.db"))
     deadline = time.monotonic() + 30
     row = None
     while time.monotonic() < deadline:
