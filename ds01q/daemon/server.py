@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ds01q.daemon.server")
 Handler = Callable[[Context, Caller, dict[str, Any]], Any]
+REFUSE_WAIT_S = 2.0
 
 OPS: dict[str, Handler] = {
     "ping": lambda ctx, c, a: {"user": c.user, "uid": c.uid, "admin": c.admin},
@@ -104,7 +105,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
     def _refuse(self, reader: protocol.LineReader, answer: dict[str, Any]) -> None:
         """Answer the first request with ``answer`` (read first, so the client sees it), then hang up."""
         try:
-            self.request.settimeout(2.0)
+            reader.deadline_s = REFUSE_WAIT_S  # a refused connection holds its thread this long at most
             reader.read()
         except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             pass
