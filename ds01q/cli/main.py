@@ -12,7 +12,7 @@ from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options, slurm_options
 from ds01q.client.api import EXIT_BY_STATE, Client
 from ds01q import __version__
-from ds01q.errors import Ds01qError
+from ds01q.errors import Ds01qError, ServerUnavailable
 
 
 
@@ -107,14 +107,17 @@ def _wait_for_end(c: Client, job_id: int, poll_s: float = 0.5) -> dict[str, Any]
 
     with _Progress() as progress:
         while True:
-            job = c.show(job_id)
+            job = c.show_surviving_restart(job_id)  # a daemon restart does not end the wait
             if job["state"] in FINAL:
                 return job
             if job["state"] in ("RUNNING", "STOPPING"):
                 where = ", ".join(job.get("slices") or []) or "CPU only"
                 progress.update(f"job {job_id} {job['state']} on {where} (Ctrl-C stops waiting)")
             else:
-                queue = c.queue() if job["state"] == "PENDING" else []
+                try:
+                    queue = c.queue() if job["state"] == "PENDING" else []
+                except ServerUnavailable:
+                    queue = []
                 progress.update(wait_line(job, queue, withdraw=False))
             time.sleep(poll_s)
 

@@ -300,16 +300,20 @@ class Client:
         ``restart_s`` seconds at a time: the job goes on meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                job = self.show(job_id)
-            except ServerUnavailable:
-                self._reconnect(restart_s)
-                continue
+            job = self.show_surviving_restart(job_id, restart_s)
             if job["state"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 return job
             time.sleep(poll_s)
+
+    def show_surviving_restart(self, job_id: int, restart_s: float = 300.0) -> dict[str, Any]:
+        """``show``; a daemon that goes away (restart) is waited for up to ``restart_s`` seconds at a time."""
+        while True:
+            try:
+                return self.show(job_id)
+            except ServerUnavailable:
+                self._reconnect(restart_s)
 
     def _reconnect(self, wait_s: float) -> None:
         self.close()
