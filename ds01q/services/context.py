@@ -27,7 +27,7 @@ class Caller:
 
 
 class LoopHandle(Protocol):
-    """The three things a service may ask of the daemon's loop."""
+    """The few things a service may ask of the daemon's loop."""
 
     def wake(self) -> None:
         """Run a pass soon (a job was submitted, cancelled, released...)."""

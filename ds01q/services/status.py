@@ -38,7 +38,7 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         events = store.inventory_events(session, limit=int(a.get("events", 20)))
         node_rows = [{"name": n.name, "state": n.state, "reason": n.reason, "last_heartbeat": iso(n.last_heartbeat),
                       "running": len(nodes.running_of(n))} for n in nodes.all_nodes(session)]
-    health = getattr(ctx.loop, "loop_health", dict)()
+    health = ctx.loop.loop_health()
     result = {"gpus": out, "nodes": node_rows, "pending": _count(ctx, JobState.PENDING), "daemon": health,
               "events": [{"at": iso(e.at), "kind": e.kind, "uuid": e.uuid, "detail": e.detail, "by": e.by}
                          for e in events]}
