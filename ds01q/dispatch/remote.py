@@ -28,7 +28,7 @@ from ds01q.db import nodes
 from ds01q.db.models import Job, NodeCommand
 from ds01q.dispatch.messages import AGENT_FUNCTION, node_ref, queue_name, spec_to_dict, split_ref
 from ds01q.errors import ExecutorError
-from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
+from ds01q.executors.base import ExitInfo, Found, Handle, LaunchSpec
 from ds01q.types import Usage
 
 log = logging.getLogger("ds01q.dispatch")
@@ -154,6 +154,16 @@ class RemoteExecutor:
         if row is None:
             return None
         return Usage(cpu_s=row.cpu_s, mem_bytes=row.mem_bytes, max_rss_bytes=row.max_rss_bytes)
+
+    # The server's container sweep (controller.reconcile) skips this executor: each agent
+    # reconciles its own node by label (it stops containers whose job moved on), and a node that
+    # stops answering goes DOWN (controller.nodes), which ends its jobs NODE_FAIL. Judging remote
+    # containers from heartbeats that may lag a launch would fail jobs that run.
+    reconciles_itself = True
+
+    def containers(self) -> list[Found]:
+        """Reachability only (the sweep is skipped, see ``reconciles_itself``)."""
+        return []
 
     def running(self) -> dict[int, Handle]:
         out: dict[int, Handle] = {}

@@ -87,7 +87,7 @@ def test_submit_wait_reports_each_change_on_stderr_off_a_terminal(capsys):
             self.seen = [pending, pending, {"id": 5, "state": "RUNNING", "slices": ["MIG-1"]},
                          {"id": 5, "state": "COMPLETED", "exit_code": 0}]
 
-        def show(self, job_id):
+        def show_surviving_restart(self, job_id):
             return self.seen.pop(0)
 
         def queue(self):
