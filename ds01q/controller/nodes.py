@@ -22,7 +22,10 @@ log = logging.getLogger("ds01q.controller.nodes")
 
 
 def check_nodes(deps: LoopDeps, now: float) -> list[int]:
-    """Mark silent nodes DOWN and end the jobs of every DOWN node. Returns the ended jobs."""
+    """Mark silent nodes DOWN and end the jobs of every DOWN node. Returns the ended jobs.
+
+    A DRAINED node stays DRAINED when it goes silent (only ``ds01q admin resume`` ends a drain,
+    and a heartbeat brings back only DOWN nodes); its jobs end all the same."""
     cfg = deps.config
     if cfg.dispatch.kind != "rq":
         return []
@@ -31,11 +34,12 @@ def check_nodes(deps: LoopDeps, now: float) -> list[int]:
     with deps.sessions.begin() as session:
         down: set[str] = set()
         for node in nodes.all_nodes(session):
-            if node.state != nodes.DOWN and now - node.last_heartbeat > limit:
+            silent = now - node.last_heartbeat > limit
+            if node.state == nodes.UP and silent:
                 why = f"no heartbeat for {now - node.last_heartbeat:.0f}s (limit {limit:g}s)"
                 nodes.set_state(session, node, nodes.DOWN, why)
                 log.warning("node %s is DOWN: %s", node.name, why)
-            if node.state == nodes.DOWN:
+            if node.state == nodes.DOWN or (node.state == nodes.DRAINED and silent):
                 down.add(node.name)
         if not down:
             return []

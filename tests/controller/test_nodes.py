@@ -122,6 +122,23 @@ def test_drained_node_gets_nothing_and_keeps_its_jobs(nh: NodesHarness) -> None:
     assert nh.node_state(node) == "DRAINED"
 
 
+def test_a_drained_node_that_goes_silent_stays_drained_and_its_jobs_end(nh: NodesHarness) -> None:
+    first = nh.submit()
+    nh.tick()
+    node = "n1" if nh.on_node("n1") else "n2"
+    other = "n2" if node == "n1" else "n1"
+    with nh.sessions.begin() as s:
+        nodes.set_state(s, nodes.get(s, node), nodes.DRAINED, "maintenance")  # type: ignore[arg-type]
+    nh.clock.advance(5)  # the drained node misses its heartbeats
+    nh.beat(other)
+    nh.tick()
+    assert nh.node_state(node) == "DRAINED"  # not DOWN: a later heartbeat must not end the drain
+    assert "NODE_FAIL" in [s for s, _ in nh.events(first)]
+    nh.beat("n1", "n2")
+    nh.tick()
+    assert nh.node_state(node) == "DRAINED" and nh.on_node(node) == []
+
+
 def test_an_exit_reported_twice_is_recorded_once(nh: NodesHarness) -> None:
     kw: dict[str, Any] = dict(node="n1", job_id=7, ref="n1/abc", exit_code=0, oom=False, finished_at=T0,
                               cpu_s=1.0, max_rss_bytes=None, error="", now=T0)
