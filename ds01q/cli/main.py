@@ -8,11 +8,12 @@ from typing import Any
 import click
 
 from ds01q.cli import output
+from ds01q.cli.entry import one_line_errors
 from ds01q.cli.lazy import LazyGroup
 from ds01q.cli.options import request_from, request_options, slurm_options
 from ds01q.client.api import EXIT_BY_STATE, Client
 from ds01q import __version__
-from ds01q.errors import Ds01qError, ServerUnavailable
+from ds01q.errors import ServerUnavailable
 
 
 
@@ -322,24 +323,7 @@ def completion(shell: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, never a traceback."""
-    try:
-        rv = cli.main(args=argv, prog_name="ds01q", standalone_mode=False)
-        return int(rv or 0)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("ds01q: aborted", err=True)
-        return 130
-    except click.ClickException as e:
-        click.echo(f"ds01q: error: {e.format_message()}".splitlines()[0], err=True)
-        return 2
-    except Ds01qError as e:
-        click.echo(f"ds01q: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return one_line_errors("ds01q", lambda: int(cli.main(args=argv, prog_name="ds01q", standalone_mode=False) or 0))
 
 
 if __name__ == "__main__":

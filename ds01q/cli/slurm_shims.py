@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from ds01q.cli.arrays_view import collapse, label
+from ds01q.cli.entry import one_line_errors
 from ds01q.client.api import EXIT_BY_STATE, Client
 from ds01q.client.directives import parse_options
 from ds01q.errors import Ds01qError, RequestError
@@ -343,7 +344,7 @@ def _run_click(cmd: click.Command, name: str, argv: Sequence[str]) -> int:
 
 def run(name: str, argv: Sequence[str]) -> int:
     """Run shim ``name`` with ``argv``: one-line errors, never a traceback."""
-    try:
+    def dispatch() -> int:
         if name == "sbatch":
             return sbatch(argv)
         if name == "srun":
@@ -354,16 +355,8 @@ def run(name: str, argv: Sequence[str]) -> int:
             return _run_click({"squeue": squeue, "scancel": scancel, "sacct": sacct}[name], name, argv)
         click.echo(f"ds01q-slurm: {name!r} is not a shim (allowed: {', '.join(SHIMS)})", err=True)
         return 2
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.ClickException as e:
-        click.echo(f"{name}: error: {e.format_message()}".splitlines()[0], err=True)
-        return 2
-    except Ds01qError as e:
-        click.echo(f"{name}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
-        return 1
-    except BrokenPipeError:
-        return 0
+
+    return one_line_errors(name, dispatch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from ds01q.services.context import Caller, Context
 from ds01q.services.logfile import read_output
 from ds01q.services.validate import printable, strict_bool, strict_int
 from ds01q.services.views import job_dict
-from ds01q.db.jobstate import request_stop, transition
+from ds01q.db.jobstate import request_stop
 from ds01q.types import JobState, RequestKind, StopOutcome
 from ds01q.units import parse_duration
 
@@ -164,23 +164,6 @@ def set_priority(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, A
         session.add(job)
     ctx.wake()
     return {"id": job_id, "boost": boost}
-
-
-def hold(ctx: Context, caller: Caller, a: dict[str, Any], release: bool) -> list[dict[str, Any]]:
-    ctx.require_admin(caller, "ds01q admin release" if release else "ds01q admin hold")
-    out = []
-    for job_id in _ids(a.get("ids")):
-        with ctx.sessions.begin() as session:
-            job = store.get_job(session, job_id)
-            frm, to = (JobState.HELD, JobState.PENDING) if release else (JobState.PENDING, JobState.HELD)
-            if job.state != frm.value:
-                raise RequestError(f"job {job_id} is {job.state}; only {frm.value} jobs can be "
-                                   f"{'released' if release else 'held'}")
-            transition(session, job, to, at=ctx.clock.now(), by=caller.user,
-                       reason="released by admin" if release else "held by admin")
-            out.append({"id": job_id, "state": job.state})
-    ctx.wake()
-    return out
 
 
 def requeue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
