@@ -259,6 +259,22 @@ def make_agent(config_path: str | None, node: str) -> Agent:
     return Agent(cfg, node, sessions, executor)
 
 
+def serve(agent: Agent, make_worker: Any, log_level: str, retry_on: type[BaseException]) -> None:
+    """Run RQ workers until the agent is asked to stop.
+
+    RQ's ``work()`` returns, without raising, when it meets an error it does not handle (a Redis
+    restart in the middle of a dequeue is one); only a stop request ends the agent. Commands not
+    acknowledged while Redis was away are re-driven by the server."""
+    while not agent.stop_event.is_set():
+        try:
+            make_worker().work(with_scheduler=False, logging_level=log_level.upper())
+        except retry_on as e:
+            log.warning("Redis unavailable (%s); retrying in 1s", one_line(e))
+        if not agent.stop_event.is_set():
+            log.warning("agent %s: the RQ worker stopped without a stop request; starting a new one", agent.node)
+            agent.stop_event.wait(1.0)
+
+
 def run(config_path: str | None, node: str, log_level: str = "INFO") -> None:
     """The agent's main loop: register, beat, and serve the node's RQ queue until SIGTERM."""
     global _AGENT
@@ -280,16 +296,18 @@ def run(config_path: str | None, node: str, log_level: str = "INFO") -> None:
     # no socket timeout: the worker blocks on the queue; a Redis restart breaks the connection at once
     redis = Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_keepalive=True)
     log.info("agent %s: serving %s", node, queue_name(node))
+
+    class AgentWorker(SimpleWorker):
+        def request_stop(self, signum: Any, frame: Any) -> None:  # SIGTERM/SIGINT: this agent stops for good
+            agent.stop_event.set()
+            super().request_stop(signum, frame)
+
+    def worker() -> Any:
+        return AgentWorker([Queue(queue_name(node), connection=redis)], connection=redis,
+                           name=f"ds01q-agent-{node}-{os.getpid()}-{int(agent.clock.now() * 1000)}")
+
     try:
-        while not agent.stop_event.is_set():
-            try:
-                worker = SimpleWorker([Queue(queue_name(node), connection=redis)], connection=redis,
-                                      name=f"ds01q-agent-{node}-{os.getpid()}-{int(agent.clock.now())}")
-                worker.work(with_scheduler=False, logging_level=log_level.upper())
-                break  # the worker stopped on SIGTERM/SIGINT
-            except RedisError as e:  # Redis restarted: commands not acknowledged are re-driven by the server
-                log.warning("Redis unavailable (%s); retrying in 1s", one_line(e))
-                agent.stop_event.wait(1.0)
+        serve(agent, worker, log_level, RedisError)
     finally:
         agent.stop_event.set()
         agent.executor.close()
