@@ -85,11 +85,16 @@ class PrivateEngine:
                 self.start(live_restore=False)
             except RuntimeError:
                 pass
+        bridges: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
             try:
                 c = docker.DockerClient(base_url=self.docker_host, timeout=10)
                 for ct in c.containers.list(all=True):
                     ct.remove(force=True)
+                for net in c.networks.list():
+                    if net.attrs.get("Driver") == "bridge":  # each is a br-<id> link on the host
+                        bridges.append(f"br-{net.id[:12]}")
+                        net.remove()
             except Exception:
                 pass
         for p in (self.proc, self.containerd):
@@ -105,5 +110,8 @@ class PrivateEngine:
             mnt = line.split()[1]
             if mnt.startswith(str(self.root)):
                 subprocess.run(["umount", "-l", mnt], capture_output=True)
+        for link in bridges:  # what the engine left behind, so the host's address pools stay free
+            if Path(f"/sys/class/net/{link}").exists():
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
