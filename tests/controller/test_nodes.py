@@ -167,6 +167,39 @@ def test_scheduler_treats_unavailable_nodes_as_drained() -> None:
     assert without_unavailable_nodes(Snapshot(now=0.0, slices=(a, b), pending=(), running=(), groups={})).slices == (a, b)
 
 
+def test_scheduler_puts_cpu_only_jobs_on_the_least_loaded_node() -> None:
+    from ds01q.scheduler.cycle import schedule
+    from ds01q.types import Reason, RequestKind, ResourceRequest
+    from tests.builders import make_job, make_running, make_snapshot
+
+    cpu = ResourceRequest(kind=RequestKind.NONE, count=0)
+    running = [make_running(90 + i, (), user=f"u{i}", node="n1") for i in range(2)]
+    jobs = [make_job(i, user=f"v{i}", request=cpu) for i in range(1, 5)]
+    placed = schedule(make_snapshot((), jobs, running, nodes=("n1", "n2"))).placements
+    # n1 runs two jobs: n2 gets the first two, then they alternate
+    assert [(p.job_id, p.node) for p in placed] == [(1, "n2"), (2, "n2"), (3, "n1"), (4, "n2")]
+    none_up = schedule(make_snapshot((), jobs[:1], running, nodes=()))
+    assert none_up.placements == () and none_up.pending[1].reason == Reason.RESOURCES
+    assert "no node is up" in none_up.pending[1].detail
+    one_server = schedule(make_snapshot((), jobs[:1]))  # no nodes: the server's own node (None here)
+    assert [(p.job_id, p.node) for p in one_server.placements] == [(1, None)]
+
+
+def test_cpu_only_job_runs_on_an_up_node_and_records_it(nh: NodesHarness) -> None:
+    with nh.sessions.begin() as s:
+        nodes.set_state(s, nodes.get(s, "n1"), nodes.DRAINED, "test")  # type: ignore[arg-type]
+    j = nh.submit(gpus=0)
+    nh.tick()
+    job = nh.job(j)
+    assert job.node == "n2" and job.state in ("STARTING", "RUNNING"), (job.node, job.state)
+    with nh.sessions.begin() as s:
+        nodes.set_state(s, nodes.get(s, "n2"), nodes.DOWN, "test")  # type: ignore[arg-type]
+    k = nh.submit(gpus=0)
+    nh.tick()
+    assert nh.job(k).state == "PENDING" and nh.job(k).node is None
+    assert "no node is up" in (nh.job(k).reason_detail or "")
+
+
 # ----------------------------------------------------------------- the agent's side, with a FakeExecutor
 def agent_for(nh: NodesHarness, node: str = "n1") -> Any:
     from ds01q.daemon.agent import Agent
