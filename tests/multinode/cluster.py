@@ -47,18 +47,23 @@ class Services:
     """Redis and PostgreSQL in testcontainers, Redis on a fixed loopback port so it can restart."""
 
     def __init__(self) -> None:
+        from testcontainers.core.network import Network
         from testcontainers.community.postgres import PostgresContainer
         from testcontainers.community.redis import RedisContainer
 
+        # A network of their own: the default bridge may share its subnet with a stale interface
+        # (a leftover bridge that routes 172.17/16 away from docker0), and a fresh network never does.
+        self.network = Network()
         self.redis_port = free_port()
-        self.redis = RedisContainer(REDIS_IMAGE)
+        self.redis = RedisContainer(REDIS_IMAGE, network=self.network)
         self.postgres = PostgresContainer(POSTGRES_IMAGE, username="ds01q", password="ds01q", dbname="ds01q",
-                                          driver="psycopg2")
+                                          driver="psycopg2", network=self.network)
         # docker-py's (address, port) form: published on loopback only
         self.redis.ports["6379"] = ("127.0.0.1", self.redis_port)  # type: ignore[assignment]
         self.postgres.ports["5432"] = ("127.0.0.1", free_port())  # type: ignore[assignment]
 
     def start(self) -> Services:
+        self.network.create()
         self.redis.start()
         self.postgres.start()
         return self
@@ -83,9 +88,9 @@ class Services:
         raise RuntimeError("Redis did not come back")
 
     def stop(self) -> None:
-        for c in (self.redis, self.postgres):
+        for c in (self.redis, self.postgres, self.network):
             try:
-                c.stop()
+                c.stop() if hasattr(c, "stop") else c.remove()
             except Exception:
                 pass
 
