@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ds01q.executors.cgroups import cgroup_parent
-from tests.e2e.test_shell import Term
+from tests.e2e.test_shell import DETACH, Term
 from tests.multinode.cluster import Cluster
 from tests.support import ensure_user
 
@@ -48,18 +48,34 @@ def container_of(c: Cluster, node: str, job_id: int) -> dict[str, Any]:
 def test_shell_on_another_node(cluster: Cluster, terms: Callable[..., Term]) -> None:
     c = cluster
     only_n2(c)
+    t0 = time.monotonic()
     t = terms(c.server, "ds01q-stu1", "shell", "--mig", "2g.10gb", rows=24, cols=100)
     m = t.expect(r"ds01q: job (\d+) on (MIG-[0-9a-f-]+) \(2g\.10gb\); time left", timeout=60)
     job_id, uuid = int(m.group(1)), m.group(2)
     t.expect(r"detach: Ctrl-P Ctrl-Q")
+    t.run("echo READY", r"\r\nREADY")
+    opened_s = time.monotonic() - t0
     assert c.server.show(job_id)["node"] == "n2"
     uid = ensure_user("ds01q-stu1").pw_uid
     t.run("echo SIZE=$(stty size)", r"SIZE=24 100")  # the size reached the exec on n2
-    t.run("echo $CUDA_VISIBLE_DEVICES; id -u; exit 7", rf"\r\n{uuid}\r\n{uid}\r\n")
-    assert t.wait() == 7
+    t1 = time.monotonic()
+    for i in range(10):
+        t.run(f"echo R{i}=$((40+{i}))", rf"R{i}={40 + i}")
+    echo_ms = (time.monotonic() - t1) * 100
+    t.run("echo kept > kept.txt; echo WROTE=$?", r"WROTE=0")
+    t.p.send(DETACH)
+    t.expect(rf"detached; job {job_id} keeps running")
+    assert t.wait() == 0
+    a = terms(c.server, "ds01q-stu1", "attach", str(job_id))
+    a.expect(r"resumed your detached shell", timeout=30)
+    a.run("cat kept.txt", r"\r\nkept")
+    a.run("echo $CUDA_VISIBLE_DEVICES; id -u; exit 7", rf"\r\n{uuid}\r\n{uid}\r\n")
+    assert a.wait() == 7
     done = c.server.wait_state(job_id, {"FAILED", "COMPLETED", "CANCELLED"}, timeout=60)
     assert (done["state"], done["exit_code"], done["node"]) == ("FAILED", 7, "n2"), done
     assert "shell" in (c.root / "agent-n2.log").read_text()
+    print(f"\nFIGURES: remote shell on n2 ready {opened_s:.1f}s after `ds01q shell` (job start included); "
+          f"one command echoed back in {echo_ms:.0f} ms on average")
 
 
 def test_logs_follow_cgroup_parent_and_cpu_job_on_another_node(cluster: Cluster,
