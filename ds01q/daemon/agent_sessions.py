@@ -92,12 +92,11 @@ class SessionServer:
         while not stop.is_set():
             try:
                 item = self.redis.blpop([ss.requests_key(self.node)], timeout=2)
+                if item is not None:
+                    self.take(item[1])
             except RedisError as e:
                 log.warning("session requests: Redis unavailable (%s); retrying", one_line(e))
                 stop.wait(1.0)
-                continue
-            if item is not None:
-                self.take(item[1])
 
     def take(self, raw: bytes) -> None:
         try:

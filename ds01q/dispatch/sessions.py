@@ -9,7 +9,7 @@ and an agent thread serves each session on two Redis streams:
   ``{"code": int|null}``), ``e`` an error (one line);
 - ``ds01q:sess:SID:in`` (server → agent): ``d`` keystrokes, ``r`` "ROWS COLS", ``c`` close.
 
-Bounds: each stream keeps at most ``STREAM_MAXLEN`` entries (each at most 64 KiB) and expires
+Bounds: at most ``MAX_WAITING`` requests wait per node; each stream keeps at most ``STREAM_MAXLEN`` entries (each at most 64 KiB) and expires
 ``KEY_TTL_S`` after its last write. Each side refreshes a liveness key (``:agent``,
 ``:server``, ``ALIVE_S``) while the session lives: the server ends a terminal whose agent has
 gone, and the agent closes an exec whose server has gone (it left, or died). A request whose
@@ -29,6 +29,7 @@ from ds01q.errors import ExecutorError
 log = logging.getLogger("ds01q.dispatch.sessions")
 
 STREAM_MAXLEN = 256
+MAX_WAITING = 256  # session requests waiting for one node's agent
 KEY_TTL_S = 120
 ALIVE_S = 15
 BLOCK_MS = 2000
@@ -71,6 +72,7 @@ def request(redis: Any, node: str, kind: str, payload: dict[str, Any]) -> str:
     pipe = redis.pipeline()
     pipe.set(server_key(sid), "1", ex=ALIVE_S)
     pipe.rpush(requests_key(node), json.dumps({"sid": sid, "kind": kind, **payload}))
+    pipe.ltrim(requests_key(node), -MAX_WAITING, -1)  # an agent that is not taking them: the oldest go
     pipe.expire(requests_key(node), KEY_TTL_S)
     pipe.execute()
     return sid
