@@ -4,8 +4,10 @@ so that every job lands on n2. Real pty, real users, real Docker engine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -109,6 +111,16 @@ def test_logs_follow_cgroup_parent_and_cpu_job_on_another_node(cluster: Cluster,
     assert f"logs of job {job_id}:" in agent_log  # read on n2, by its agent
     other = c.server.cli("ds01q-stu2", "logs", str(job_id))
     assert other.rc != 0 and f"read the logs of job {job_id}" in other.err, other
+
+    # attack: the user swaps the output for a link to a root-only file; n2's agent refuses it
+    out = Path(c.server.show(job_id)["output"])
+    out.unlink()
+    out.symlink_to("/etc/shadow")
+    pw = ensure_user(user)
+    os.lchown(out, pw.pw_uid, pw.pw_gid)
+    r = c.server.cli(user, "logs", str(job_id))
+    assert r.rc != 0 and "symbolic link" in r.err and "root:" not in r.out, r
+    assert r.err.count("\n") <= 1, r.err
 
 
 def test_a_shell_the_server_leaves_is_closed_on_the_agent(cluster: Cluster, terms: Callable[..., Term]) -> None:
