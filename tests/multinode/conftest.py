@@ -20,9 +20,12 @@ def services(docker_engine: None) -> Iterator[Services]:
     for image in ("ds01q/redis:test", "ds01q/postgres:test"):
         if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
             pytest.fail(f"image {image} is missing: run scripts/ci-services.sh --all")
-    s = Services().start()
-    yield s
-    s.stop()
+    s = Services()
+    try:
+        s.start()
+        yield s
+    finally:  # also when a container never became ready: nothing is left running
+        s.stop()
 
 
 @pytest.fixture
