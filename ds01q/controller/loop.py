@@ -332,7 +332,7 @@ class Controller:
                 job.launch_attempt += 1  # names this attempt's container: a relaunch finds it
                 last = self._last_cycle
                 job.priority = last.priorities.get(job.id, job.priority) if last else job.priority
-                job.node = slices[0].node if slices else self.config.node  # type: ignore[union-attr]
+                job.node = slices[0].node if slices else (p.node or self.config.node)  # type: ignore[union-attr]
                 jobstate.transition(session, job, S.STARTING, at=now, by="scheduler",
                                     reason="allocated " + (",".join(p.slices) or "no GPU"))
             self.persisted.pop(p.job_id, None)

@@ -77,7 +77,7 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(slices_by_job.get(j.id, ())),
                    started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,
                    gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())),
-                   stopping=j.state == JobState.STOPPING.value, array_id=j.array_id)
+                   stopping=j.state == JobState.STOPPING.value, array_id=j.array_id, node=j.node)
         for j in running_rows
     )
     users = {j.user for j in pending_rows} | {j.user for j in running_rows}
@@ -94,6 +94,8 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         policy=cfg.policy,
         possible_profiles=possible_profiles(infos),
         unavailable_nodes=nodes.unavailable(session),
+        nodes=(tuple(n.name for n in nodes.all_nodes(session) if n.state == nodes.UP)
+               if cfg.dispatch.kind == "rq" else None),
         array_throttle={j.array_id: j.array_throttle for j in pending_rows if j.array_id and j.array_throttle},
     )
 

@@ -13,6 +13,9 @@ behind a slow command) with the containers last seen running, and another does t
 - reports the exits of its jobs (``node_exits``, one row per job and container) and their
   usage (``node_samples``).
 
+Shells and ``logs`` of its jobs are sessions over Redis streams, served by one more thread
+(``daemon.agent_sessions``).
+
 A command is acknowledged in the database (``nodes.finish_command``); one already
 acknowledged is skipped, so a re-driven message is executed once.
 """
@@ -32,6 +35,7 @@ from ds01q.clock import Clock, SystemClock
 from ds01q.config import Config, load
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import spool_script
+from ds01q.daemon.agent_sessions import SessionServer
 from ds01q.db import nodes, store
 from ds01q.db.engine import make_engine, make_sessionmaker
 from ds01q.db.models import Job, NodeCommand
@@ -296,6 +300,11 @@ def run(config_path: str | None, node: str, log_level: str = "INFO") -> None:
     # no socket timeout: the worker blocks on the queue; a Redis restart breaks the connection at once
     redis = Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_keepalive=True)
     log.info("agent %s: serving %s", node, queue_name(node))
+    # shells and logs of this node's jobs (dispatch.sessions), never behind a command
+    shells = SessionServer(node, agent.sessions, agent.executor,
+                           Redis.from_url(agent.cfg.dispatch.redis or "", socket_connect_timeout=2, socket_timeout=10,
+                                          socket_keepalive=True))
+    threading.Thread(target=shells.serve, args=(agent.stop_event,), name="ds01q-sessions", daemon=True).start()
 
     class AgentWorker(SimpleWorker):
         def request_stop(self, signum: Any, frame: Any) -> None:  # SIGTERM/SIGINT: this agent stops for good

@@ -71,6 +71,9 @@ def build(config_path: str | None) -> Daemon:
             executor, driver = RemoteExecutor(sessions, cfg.dispatch.redis or "",
                                               command_timeout_s=cfg.dispatch.command_timeout_s,
                                               redrive_s=cfg.dispatch.redrive_s), None
+            # the user's slice as a systemd slice name: each agent's executor turns it into the
+            # form its own engine's cgroup driver needs (cgroups.normalize_parent)
+            driver = None if cfg.executor.cgroup_driver == "none" else "systemd"
         else:
             executor, driver = make_executor(cfg)
     except ExecutorError:
@@ -81,7 +84,9 @@ def build(config_path: str | None) -> Daemon:
     terminals = Terminals()
     controller = Controller(LoopDeps(settings=settings, sessions=sessions, executor=executor,
                                      terminals=terminals.count, cgroup_driver=driver))
-    ctx = Context(settings=settings, sessions=sessions, loop=controller)
+    reader = getattr(executor, "read_output", None)  # several nodes: the job's node reads its output
+    ctx = Context(settings=settings, sessions=sessions, loop=controller,
+                  **({"read_output": reader} if reader is not None else {}))
     controller.refresh_inventory(wait=False)
     controller.reconcile_inventory(ctx.clock.now())  # the inventory is there before the first caller
     release_stale_reservations(ctx)  # a MIG re-cut the last run did not finish

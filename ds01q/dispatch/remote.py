@@ -11,6 +11,9 @@ command, and a start finds the container it already started by its labels).
 Exits and usage come back through the database too: the agent inserts a ``node_exits`` row
 (unique per job and container, so an exit reported twice is stored once) and overwrites a
 ``node_samples`` row. ``poll``/``sample`` read them; ``watch`` notices new exits.
+
+Shells (``open_terminal``) and ``ds01q logs`` (``read_output``) of a job on a node go through
+that node's agent over Redis streams, not through commands (``dispatch.sessions``).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from ds01q.clock import Clock, SystemClock
 from ds01q.db import nodes
 from ds01q.db.models import Job, NodeCommand
 from ds01q.dispatch.messages import AGENT_FUNCTION, node_ref, queue_name, spec_to_dict, split_ref
+from ds01q.dispatch.sessions import RemoteTerminal, read_remote
 from ds01q.errors import ExecutorError
 from ds01q.executors.base import ExitInfo, Found, Handle, LaunchSpec
 from ds01q.types import Usage
@@ -140,6 +144,28 @@ class RemoteExecutor:
         """Run ``argv`` in the job's container as ``user``; returns exit code and output (bounded)."""
         node, container = split_ref(handle.ref)
         return self.send(node, handle.job_id, "exec", {"container": container, "argv": list(argv), "user": user})
+
+    # ------------------------------------------------------------ sessions (dispatch.sessions)
+    def open_terminal(self, handle: Handle, cmd: list[str], user: str, env: dict[str, str],
+                      workdir: str) -> RemoteTerminal:
+        """A TTY exec in the job's container on its node, relayed by the node's agent."""
+        node, container = split_ref(handle.ref)
+        self._check_up(node, f"open a shell in job {handle.job_id}")
+        return RemoteTerminal.open(self.redis, node, handle.job_id, {
+            "container": container, "cmd": list(cmd), "user": user, "env": dict(env), "workdir": workdir})
+
+    def read_output(self, job: Job, offset: int, limit: int) -> bytes:
+        """``ds01q logs`` of a job: its node's agent reads the output file as the job's user."""
+        if not job.node:  # it never ran: no output yet
+            return b""
+        self._check_up(job.node, f"read job {job.id}'s output")
+        return read_remote(self.redis, job.node, job.id, offset, limit)
+
+    def _check_up(self, node: str, what: str) -> None:
+        with self.sessions() as session:
+            n = nodes.get(session, node)
+            if n is None or n.state == nodes.DOWN:
+                raise ExecutorError(f"node {node} is {'DOWN' if n else 'not registered'}: cannot {what}")
 
     def remove(self, handle: Handle) -> None:
         node, container = split_ref(handle.ref)

@@ -48,7 +48,7 @@ from ds01q.errors import ConfigError
 from ds01q.scheduler.borrow import borrow_pass, borrowers, reclaim
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
 from ds01q.scheduler.limits import Account, LimitTracker, hard_limit_refusal, limits_for, runtime_refusal, shape_for
-from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, shape_equiv
+from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, least_loaded_node, shape_equiv
 from ds01q.scheduler.priority import BACKFILL, FIFO, POLICIES, compute_priorities, order_pending
 from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot
 from ds01q.scheduler.views import LazyMapping
@@ -149,6 +149,7 @@ class _Pass:
         self.throttle = snapshot.array_throttle  # array id -> tasks allowed to run at once
         self.array_running: Counter[int] = Counter(j.array_id for j in snapshot.running
                                                    if j.array_id is not None and j.array_id in self.throttle)
+        self.node_load: Counter[str] = Counter(j.node for j in snapshot.running if j.node)  # jobs per node
 
     def run(self, jobs: Iterable[PendingJob]) -> None:
         """Consider each job in order: place it, or record why it waits (step 3).
@@ -200,8 +201,15 @@ class _Pass:
                             wait = refused[state] = (refusal[0], refusal[1], None, None)
             if wait is None:
                 if state.nslices == 0:  # CPU only: _place without slices
+                    node = None
+                    if self.snap.nodes is not None:  # several nodes: the least loaded that takes jobs
+                        node = least_loaded_node(self.snap.nodes, self.node_load)
+                        if node is None:
+                            waiting[job.id] = (Reason.RESOURCES, "no node is up and not drained", None, None)
+                            return
+                        self.node_load[node] += 1
                     account.add_sliceless(job.interactive)
-                    placements.append(Placement(job.id, ()))
+                    placements.append(Placement(job.id, (), node))
                     return
                 if self.fifo_head is not None:
                     wait = state.behind_wait or self._behind(state)
@@ -324,6 +332,8 @@ class _Pass:
         for s in slices:
             self.avail[s.uuid] = end
         self.placements.append(Placement(job.id, tuple(s.uuid for s in slices)))
+        if slices:
+            self.node_load[slices[0].node] += 1
 
     def pending_infos(self, priorities: dict[int, float]) -> Mapping[int, PendingInfo]:
         """Why each job waits. Each ``PendingInfo``, and each shape's estimate, is built

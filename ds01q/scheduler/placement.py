@@ -182,3 +182,8 @@ def earliest_fit(
         if best is None or (start, node) < best[:2]:
             best = (start, node, tuple(group[:need]))
     return None if best is None else (best[0], best[2])
+
+
+def least_loaded_node(nodes: Iterable[str], load: Mapping[str, int]) -> str | None:
+    """The node running the fewest jobs (then the first name), for a job that needs no GPU."""
+    return min(nodes, key=lambda n: (load.get(n, 0), n), default=None)

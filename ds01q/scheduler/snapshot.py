@@ -81,6 +81,7 @@ class RunningJob:
     gpu_equiv: float = 0.0
     stopping: bool = False  # a stop was requested: its slices are free soon
     array_id: int | None = None
+    node: str | None = None
 
     @property
     def expected_end(self) -> float:
@@ -104,6 +105,9 @@ class Snapshot:
     # Nodes that take no new job (DOWN: missed heartbeats; DRAINED by an admin). Their slices
     # count as drained in this pass.
     unavailable_nodes: frozenset[str] = frozenset()
+    # Several nodes (dispatch.kind rq): the nodes that take new jobs (UP, not drained); a CPU-only
+    # job goes to the least loaded. None: one server, whose jobs all run here.
+    nodes: tuple[str, ...] | None = None
     # Arrays with a %throttle: array id -> how many of its tasks may run at once.
     array_throttle: Mapping[int, int] = field(default_factory=dict)
 
@@ -112,6 +116,7 @@ class Snapshot:
 class Placement:
     job_id: int
     slices: tuple[str, ...]
+    node: str | None = None  # a CPU-only job's node on several nodes (else the slices' node)
 
 
 @dataclass(frozen=True, slots=True)

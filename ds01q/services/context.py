@@ -4,14 +4,16 @@ daemon passes the controller in as the ``LoopHandle``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.clock import Clock, SystemClock
 from ds01q.config import Config, ConfigRef
 from ds01q.errors import PermissionDenied
+from ds01q.db.models import Job
 from ds01q.scheduler.snapshot import CycleResult
+from ds01q.services.logfile import read_output
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class Context:
     sessions: sessionmaker[Session]
     clock: Clock = field(default_factory=SystemClock)
     loop: LoopHandle = field(default_factory=NoLoop)
+    # ``ds01q logs``: read (job, offset, limit) of a job's output; on several nodes, the job's node reads it
+    read_output: Callable[[Job, int, int], bytes] = read_output
 
     @classmethod
     def of(cls, config: Config, sessions: sessionmaker[Session], clock: Clock | None = None,

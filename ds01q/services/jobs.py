@@ -8,7 +8,6 @@ from ds01q.db import store
 from ds01q.errors import Conflict, RequestError
 from ds01q.db.models import Job
 from ds01q.services.context import Caller, Context
-from ds01q.services.logfile import read_output
 from ds01q.services.validate import printable, strict_bool, strict_int
 from ds01q.services.views import job_dict
 from ds01q.db.jobstate import request_stop
@@ -147,7 +146,7 @@ def logs(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     with ctx.sessions() as session:
         job = store.get_job(session, job_id)
     ctx.require_owner(caller, job.user, f"read the logs of job {job_id}")
-    data = read_output(job, offset, MAX_LOG_CHUNK)
+    data = ctx.read_output(job, offset, MAX_LOG_CHUNK)
     return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "state": job.state,
             "final": JobState(job.state).is_final}
 

@@ -167,6 +167,39 @@ def test_scheduler_treats_unavailable_nodes_as_drained() -> None:
     assert without_unavailable_nodes(Snapshot(now=0.0, slices=(a, b), pending=(), running=(), groups={})).slices == (a, b)
 
 
+def test_scheduler_puts_cpu_only_jobs_on_the_least_loaded_node() -> None:
+    from ds01q.scheduler.cycle import schedule
+    from ds01q.types import Reason, RequestKind, ResourceRequest
+    from tests.builders import make_job, make_running, make_snapshot
+
+    cpu = ResourceRequest(kind=RequestKind.NONE, count=0)
+    running = [make_running(90 + i, (), user=f"u{i}", node="n1") for i in range(2)]
+    jobs = [make_job(i, user=f"v{i}", request=cpu) for i in range(1, 5)]
+    placed = schedule(make_snapshot((), jobs, running, nodes=("n1", "n2"))).placements
+    # n1 runs two jobs: n2 gets the first two, then they alternate
+    assert [(p.job_id, p.node) for p in placed] == [(1, "n2"), (2, "n2"), (3, "n1"), (4, "n2")]
+    none_up = schedule(make_snapshot((), jobs[:1], running, nodes=()))
+    assert none_up.placements == () and none_up.pending[1].reason == Reason.RESOURCES
+    assert "no node is up" in none_up.pending[1].detail
+    one_server = schedule(make_snapshot((), jobs[:1]))  # no nodes: the server's own node (None here)
+    assert [(p.job_id, p.node) for p in one_server.placements] == [(1, None)]
+
+
+def test_cpu_only_job_runs_on_an_up_node_and_records_it(nh: NodesHarness) -> None:
+    with nh.sessions.begin() as s:
+        nodes.set_state(s, nodes.get(s, "n1"), nodes.DRAINED, "test")  # type: ignore[arg-type]
+    j = nh.submit(gpus=0)
+    nh.tick()
+    job = nh.job(j)
+    assert job.node == "n2" and job.state in ("STARTING", "RUNNING"), (job.node, job.state)
+    with nh.sessions.begin() as s:
+        nodes.set_state(s, nodes.get(s, "n2"), nodes.DOWN, "test")  # type: ignore[arg-type]
+    k = nh.submit(gpus=0)
+    nh.tick()
+    assert nh.job(k).state == "PENDING" and nh.job(k).node is None
+    assert "no node is up" in (nh.job(k).reason_detail or "")
+
+
 # ----------------------------------------------------------------- the agent's side, with a FakeExecutor
 def agent_for(nh: NodesHarness, node: str = "n1") -> Any:
     from ds01q.daemon.agent import Agent
@@ -269,3 +302,79 @@ def test_agent_reports_an_exit_once_and_stops_strays(nh: NodesHarness) -> None:
         jobstate.transition(s, job, JobState.PENDING, at=T0, by="test", reason="requeued elsewhere")
     agent.beat()
     assert ("stop", j2) in agent.executor.calls and ("remove", j2) in agent.executor.calls
+
+
+# ----------------------------------------------------------------- the agent's sessions, without Redis
+def test_agent_reads_output_as_the_jobs_user_never_through_links_or_foreign_files() -> None:
+    """``logs`` of a job on a node: the agent's child becomes the job's user and applies the local checks."""
+    import os
+    import shutil
+    import tempfile
+
+    from ds01q.daemon.agent_sessions import read_as_user
+    from ds01q.errors import RequestError
+    from tests.support import ensure_user
+
+    me, other = ensure_user("ds01q-stu1"), ensure_user("ds01q-stu2")
+    root = tempfile.mkdtemp(prefix="ds01q-read-", dir="/tmp")
+    try:
+        os.chmod(root, 0o755)
+        work = os.path.join(root, "w")
+        os.mkdir(work)
+        os.chown(work, me.pw_uid, me.pw_gid)
+
+        def put(name: str, text: str, owner: Any = me) -> str:
+            path = os.path.join(work, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+            return path
+
+        def read(path: str, offset: int = 0, limit: int = 100, wd: str = work) -> bytes:
+            return read_as_user(7, wd, path, me.pw_uid, me.pw_gid, offset, limit)
+
+        assert read(put("out.txt", "hello world\n")) == b"hello world\n"
+        assert read(os.path.join(work, "out.txt"), 6, 5) == b"world"
+        assert read(os.path.join(work, "missing.txt")) == b""  # not written yet
+        os.symlink("/etc/shadow", os.path.join(work, "link.txt"))
+        with pytest.raises(RequestError, match="symbolic link"):
+            read(os.path.join(work, "link.txt"))
+        with pytest.raises(RequestError, match="not read"):
+            read(put("theirs.txt", "secret\n", owner=other))
+        # A directory only another user may enter: root would walk in, the job's user cannot.
+        closed = os.path.join(root, "closed")
+        os.mkdir(closed, 0o700)
+        os.chown(closed, other.pw_uid, other.pw_gid)
+        inner = os.path.join(closed, "out.txt")
+        with open(inner, "w") as f:
+            f.write("not yours\n")
+        os.chown(inner, me.pw_uid, me.pw_gid)
+        with pytest.raises(RequestError, match="Permission denied"):
+            read(inner, wd=closed)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_agent_opens_a_shell_only_as_the_jobs_user_in_its_container(nh: NodesHarness) -> None:
+    from ds01q.daemon.agent_sessions import SessionServer
+    from ds01q.errors import ExecutorError
+
+    j = nh.submit()
+    with nh.sessions.begin() as s:  # test set-up: a job RUNNING on n1 as uid 1234
+        from ds01q.db.models import Job
+
+        job = s.get(Job, j)
+        assert job is not None
+        job.state, job.node, job.container, job.uid, job.gid = "RUNNING", "n1", "n1/abc", 1234, 1234
+    srv = SessionServer("n1", nh.sessions, None, None)
+    job = srv._job(j)
+    ok = {"container": "abc", "cmd": ["/bin/sh"], "user": "1234:1234", "env": {"A": "b"}, "workdir": job.workdir}
+    assert srv._check_tty(job, ok) == ("abc", ["/bin/sh"], "1234:1234", {"A": "b"})
+    for bad, why in [({"user": "0:0"}, "runs as the job's user only"), ({"user": "0"}, "job's user only"),
+                     ({"user": "1234:0"}, "job's user only"), ({"container": "other"}, "not running in that"),
+                     ({"workdir": "/"}, "working directory only"), ({"cmd": []}, "non-empty list"),
+                     ({"env": {"A": 1}}, "strings to strings")]:
+        with pytest.raises(ExecutorError, match=why):
+            srv._check_tty(job, {**ok, **bad})
+    with pytest.raises(ExecutorError, match="not on node n2"):
+        SessionServer("n2", nh.sessions, None, None)._job(j)

@@ -32,6 +32,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_subnet() -> str:
+    """A 10.x.y.0/24 that no route of this host and no Docker network overlaps."""
+    import ipaddress
+    import random
+
+    import docker
+
+    used = [ipaddress.ip_network(line.split()[0], strict=False) for line in subprocess.run(
+        ["ip", "-o", "-4", "route", "show"], capture_output=True, text=True).stdout.splitlines()
+        if line and line.split()[0][0].isdigit()]
+    for net in docker.from_env().networks.list():
+        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Subnet") and ":" not in cfg["Subnet"]:
+                used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
+    candidates = [ipaddress.ip_network(f"10.{a}.{b}.0/24") for a in range(200, 250) for b in range(256)]
+    random.shuffle(candidates)
+    for net in candidates:
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise RuntimeError("no free 10.x.y.0/24 for the test services' network")
+
+
 def node_inventory(node: str, gpus: int = 2) -> list[dict[str, Any]]:
     """``gpus`` A100s, each cut in three 2g.10gb slices, with UUIDs unique to ``node``."""
     tag = "".join(f"{ord(c):02x}" for c in node)[-8:].rjust(8, "0")
@@ -47,18 +69,26 @@ class Services:
     """Redis and PostgreSQL in testcontainers, Redis on a fixed loopback port so it can restart."""
 
     def __init__(self) -> None:
+        from testcontainers.core.network import Network
         from testcontainers.community.postgres import PostgresContainer
         from testcontainers.community.redis import RedisContainer
 
+        # A network of their own, on a /24 no interface of this host uses: the default bridge may
+        # share its subnet with a stale interface (a leftover bridge that routes 172.17/16 away
+        # from docker0), and leftover bridges can use up Docker's default pools.
+        from docker.types import IPAMConfig, IPAMPool
+
+        self.network = Network(docker_network_kw={"ipam": IPAMConfig(pool_configs=[IPAMPool(subnet=free_subnet())])})
         self.redis_port = free_port()
-        self.redis = RedisContainer(REDIS_IMAGE)
+        self.redis = RedisContainer(REDIS_IMAGE, network=self.network)
         self.postgres = PostgresContainer(POSTGRES_IMAGE, username="ds01q", password="ds01q", dbname="ds01q",
-                                          driver="psycopg2")
+                                          driver="psycopg2", network=self.network)
         # docker-py's (address, port) form: published on loopback only
         self.redis.ports["6379"] = ("127.0.0.1", self.redis_port)  # type: ignore[assignment]
         self.postgres.ports["5432"] = ("127.0.0.1", free_port())  # type: ignore[assignment]
 
     def start(self) -> Services:
+        self.network.create()
         self.redis.start()
         self.postgres.start()
         return self
@@ -70,6 +100,22 @@ class Services:
     @property
     def database_url(self) -> str:
         return self.postgres.get_connection_url(host="127.0.0.1")
+
+    def fresh_database(self) -> str:
+        """A new, empty database in the PostgreSQL container: each cluster starts from nothing."""
+        import psycopg2
+
+        self.databases = getattr(self, "databases", 0) + 1
+        name = f"ds01q_{self.databases}"
+        conn = psycopg2.connect(self.database_url.replace("postgresql+psycopg2://", "postgresql://"))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name}")
+                cur.execute(f"CREATE DATABASE {name}")
+        finally:
+            conn.close()
+        return self.database_url.rsplit("/", 1)[0] + "/" + name
 
     def restart_redis(self) -> None:
         self.redis.get_wrapped_container().restart(timeout=1)
@@ -83,9 +129,9 @@ class Services:
         raise RuntimeError("Redis did not come back")
 
     def stop(self) -> None:
-        for c in (self.redis, self.postgres):
+        for c in (self.redis, self.postgres, self.network):
             try:
-                c.stop()
+                c.stop() if hasattr(c, "stop") else c.remove()
             except Exception:
                 pass
 
@@ -98,7 +144,7 @@ class Cluster:
         self.services = services
         self.dispatch = {"kind": "rq", "redis": services.redis_url, "heartbeat": "1s", "missed_heartbeats": 4,
                          "redrive": "2s", "command_timeout": "60s"}
-        cfg = base_config(root, database=services.database_url, dispatch=self.dispatch,
+        cfg = base_config(root, database=services.fresh_database(), dispatch=self.dispatch,
                           inventory={"source": "static", "gpus": []}, **over)
         self.server = Daemon(root=root, config_path=root / "ds01q.yaml")
         self.server.write_config(cfg)

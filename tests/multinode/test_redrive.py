@@ -15,21 +15,14 @@ from ds01q.dispatch.messages import queue_name
 from ds01q.dispatch.remote import RemoteExecutor
 from ds01q.errors import ExecutorError
 from ds01q.executors.base import Handle
-from tests.multinode.cluster import REDIS_IMAGE, free_port
+from tests.multinode.cluster import Services
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(scope="module")
-def redis_url(docker_engine: None) -> Iterator[str]:
-    from testcontainers.community.redis import RedisContainer
-
-    port = free_port()
-    c = RedisContainer(REDIS_IMAGE)
-    c.ports["6379"] = ("127.0.0.1", port)  # type: ignore[assignment]
-    c.start()
-    yield f"redis://127.0.0.1:{port}/0"
-    c.stop()
+@pytest.fixture
+def redis_url(services: Services) -> str:
+    return services.redis_url  # the directory's Redis (conftest), flushed by each test
 
 
 @pytest.fixture

@@ -2,51 +2,20 @@
 the real Docker engine, PostgreSQL and Redis in testcontainers. Bounded: about a minute."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from ds01q.client.api import Client
-from tests.multinode.cluster import Cluster, Services
+from tests.multinode.cluster import Cluster
 
 # Bounded: containers start in ~20s, the two-node run takes about a minute on 2 busy cores.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 USER = "ds01q-res1"
-BIG = {"researcher": {"priority": 20, "max_gpus": 20.0, "max_running_jobs": 40, "max_runtime": "1h"}}
 JOB = "#!/bin/sh\necho \"job $DS01Q_JOB_ID on $DS01Q_SLICES\"\nsleep {secs}\necho done\n"
-
-
-@pytest.fixture(scope="module")
-def services(docker_engine: None) -> Iterator[Services]:
-    for image in ("ds01q/redis:test", "ds01q/postgres:test"):
-        import subprocess
-
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
-            pytest.fail(f"image {image} is missing: run scripts/ci-services.sh --all")
-    s = Services().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def cluster(services: Services) -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="ds01q-mn-", dir="/tmp"))
-    root.chmod(0o755)
-    c = Cluster(root, services, {"n1": 2, "n2": 2}, groups=BIG)
-    try:
-        c.start()
-        c.wait_nodes({"n1": "UP", "n2": "UP"}, timeout=60)
-        yield c
-    finally:
-        c.stop()
-        logs = c.logs()
-        shutil.rmtree(root, ignore_errors=True)
-    assert "Traceback" not in logs and "double allocation" not in logs, logs[-4000:]
 
 
 def jobs_of(c: Cluster, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The terminal relay: a shell in an interactive job's container, carried over the ds01q socket.
 
 Users have no Docker access, so the daemon is the bridge (gpu-mig-docker-facts.md §5): it
-execs a login shell with a TTY in the job's keepalive container (``executor.exec_tty``), as
+execs a login shell with a TTY in the job's keepalive container (a ``Terminal`` from the
+executor, ``relay.terminal``: on this host's engine, or on a node through its agent), as
 the job's ``uid:gid``, in its working directory, with the job's environment
 (``CUDA_VISIBLE_DEVICES``, ``DS01Q_*``, ``SLURM_*``, ``HOME``) plus the client's ``TERM``,
 and pumps bytes between that exec and the caller's connection.
@@ -52,7 +53,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ from ds01q import protocol
 from ds01q.db import store
 from ds01q.controller.launch import job_env
 from ds01q.errors import Ds01qError, RequestError
+from ds01q.daemon.relay import terminal
 from ds01q.daemon.relay.sessions import CONN_TIMEOUT_S, REGISTRY, Conn, Shell, Terminals
 from ds01q.db.jobstate import request_stop
 from ds01q.db.models import Allocation, Job
@@ -73,7 +74,6 @@ __all__ = ["DATA", "DETACH", "EXIT", "RESIZE", "FrameReader", "frame", "serve_at
 log = logging.getLogger("ds01q.daemon.relay.attach")
 
 from ds01q.protocol import DATA, DETACH, EXIT, HEADER, MAX_PAYLOAD, RESIZE, SIZE, TERM_RE, FrameReader, frame  # noqa: E402,F401
-EXIT_WAIT_S = 5.0
 MAX_ROWS_COLS = 4096
 # Size the terminal from inside too (the API resize can race the exec's start), then a login shell.
 SHELL_SCRIPT = ('stty rows "$1" cols "$2" 2>/dev/null; '
@@ -164,7 +164,7 @@ def _load(ctx: RelayEnv, caller: Caller, args: dict[str, Any]) -> tuple[Job, lis
                            f"(for its output: ds01q logs {job_id} -f)")
     if job.state != JobState.RUNNING.value or not job.container:
         raise RequestError(f"job {job_id} is {job.state}; attach works while it is RUNNING")
-    if not hasattr(ctx.executor, "exec_tty"):
+    if not terminal.supported(ctx.executor):
         raise RequestError("interactive shells need executor.kind: docker (this daemon runs another executor)")
     return job, allocs
 
@@ -190,16 +190,16 @@ def _claim_or_open(ctx: RelayEnv, caller: Caller, job: Job, allocs: list[Allocat
     command = ["/bin/sh", "-c", SHELL_SCRIPT, "ds01q-shell", str(rows), str(cols)]
     REGISTRY.opening_delta(key, +1)
     try:
-        sock, exec_id = ctx.executor.exec_tty(Handle(job_id=job.id, ref=job.container or ""), command,
-                                              f"{job.uid}:{job.gid}", env, job.workdir)
-        shell = Shell(key, caller.uid, exec_id, sock)
+        term = terminal.open_terminal(ctx.executor, Handle(job_id=job.id, ref=job.container or ""), command,
+                                      f"{job.uid}:{job.gid}", env, job.workdir)
+        shell = Shell(key, caller.uid, term)
         shell.try_attach(conn)
         REGISTRY.add(shell)
     finally:
         REGISTRY.opening_delta(key, -1)
     _resize(ctx, shell, rows, cols)
     threading.Thread(target=_pump, args=(ctx, shell), name=f"ds01q-relay-{job.id}", daemon=True).start()
-    log.info("job %s: shell opened for %s (exec %s)", job.id, caller.user, exec_id[:12])
+    log.info("job %s: shell opened for %s (exec %s)", job.id, caller.user, term.id[:12])
     return shell, False
 
 
@@ -219,7 +219,7 @@ def _info(ctx: RelayEnv, job: Job, allocs: list[Allocation], resumed: bool, term
 
 def _resize(ctx: RelayEnv, shell: Shell, rows: int, cols: int) -> None:
     try:
-        ctx.executor.exec_resize(shell.exec_id, rows, cols)
+        shell.term.resize(rows, cols)
     except Ds01qError as e:
         log.debug("job %s: resize failed: %s", shell.key[1], e)
 
@@ -259,46 +259,26 @@ def _client_loop(ctx: RelayEnv, shell: Shell, conn: Conn, initial: bytes) -> Non
 
 def _pump(ctx: RelayEnv, shell: Shell) -> None:
     """Carry the shell's output until its exec ends, then report the exit and maybe end the session."""
-    try:
-        shell.sock.settimeout(None)
-        while True:
-            data = shell.sock.recv(MAX_PAYLOAD)
-            if not data:
-                break
-            shell.output(data)
-    except OSError:
-        pass
+    while True:
+        data = shell.term.read()
+        if not data:
+            break
+        shell.output(data)
     try:
         with shell.lock:
             shell.ended = True  # no attach claims it any more
-        code = _wait_exit_code(ctx.executor, shell.exec_id)
+        code = shell.term.wait()
         outcome = _shell_ended(ctx, shell, code)
     except Exception:  # the pump thread must still release the client
         log.exception("job %s: ending a shell failed", shell.key[1])
         outcome = {"exit_code": None, "session": "open", "state": None, "reason": None}
     finally:
-        try:
-            shell.sock.close()
-        except OSError:
-            pass
+        shell.term.close()
     conn = shell.finish()
     if conn is not None:
         conn.send(EXIT, json.dumps(outcome).encode())
         conn.close()
     log.info("job %s: shell exited %s (%s)", shell.key[1], outcome["exit_code"], outcome["session"])
-
-
-def _wait_exit_code(executor: Any, exec_id: str) -> int | None:
-    deadline = time.monotonic() + EXIT_WAIT_S
-    while True:
-        try:
-            code = executor.exec_exit_code(exec_id)
-        except Ds01qError as e:
-            log.warning("exec %s: %s", exec_id[:12], e)
-            return None
-        if code is not None or time.monotonic() > deadline:
-            return code  # type: ignore[no-any-return]
-        time.sleep(0.05)
 
 
 def _shell_ended(ctx: RelayEnv, shell: Shell, code: int | None) -> dict[str, Any]:

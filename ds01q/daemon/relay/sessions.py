@@ -1,5 +1,6 @@
-"""The daemon's side of attached terminals: one client connection, one shell (a TTY exec),
-and the registry of open shells per (job, uid). ``ds01q.daemon.relay.attach`` drives them."""
+"""The daemon's side of attached terminals: one client connection, one shell (a ``Terminal``:
+a TTY exec, here or on a node), and the registry of open shells per (job, uid).
+``ds01q.daemon.relay.attach`` drives them."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import socket
 import threading
 from typing import Any
 
+from ds01q.daemon.relay.terminal import Terminal
 from ds01q.protocol import DATA, MAX_PAYLOAD, frame
 
 BACKLOG = 64 * 1024  # output kept for a detached shell
@@ -72,11 +74,10 @@ class Conn:
 # ---------------------------------------------------------------- one shell (a TTY exec)
 
 class Shell:
-    def __init__(self, key: tuple[int, int], owner_uid: int, exec_id: str, sock: socket.socket) -> None:
+    def __init__(self, key: tuple[int, int], owner_uid: int, term: Terminal) -> None:
         self.key = key  # (id(ctx), job id)
         self.owner_uid = owner_uid
-        self.exec_id = exec_id
-        self.sock = sock
+        self.term = term
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.conn: Conn | None = None
@@ -114,7 +115,7 @@ class Shell:
             if self.conn is not conn or self.ended:
                 return
             try:
-                self.sock.sendall(data)
+                self.term.write(data)
             except OSError:  # the shell has ended; its pump reports the exit
                 pass
 
