@@ -250,11 +250,18 @@ def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @cli.command()
 @click.argument("job_id", type=int)
 @click.option("--follow", "-f", is_flag=True)
+@click.option("--err", "error", is_flag=True, help="The --error file (stderr) instead; the output file if none.")
 @click.pass_context
-def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
-    """Print a job's output file."""
+def logs(ctx: click.Context, job_id: int, follow: bool, error: bool) -> None:
+    """Print a job's output file.
+
+    \b
+    Examples:
+      ds01q logs -f 42             # follow until the job ends
+      ds01q logs --err 42          # its --error file
+    """
     with client(ctx) as c:
-        for chunk in c.logs(job_id, follow=follow):
+        for chunk in c.logs(job_id, follow=follow, error=error):
             click.echo(chunk, nl=False)
 
 

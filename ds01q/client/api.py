@@ -278,12 +278,13 @@ class Client:
     def release(self, *job_ids: int) -> list[dict[str, Any]]:
         return self.call("release", ids=list(job_ids))  # type: ignore[no-any-return]
 
-    def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+    def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5, error: bool = False) -> Iterator[str]:
         """The job's output from the start: pages by offset until the end of the file (the daemon
-        answers at most a page per request); with ``follow``, then waits for more until the job ends."""
+        answers at most a page per request); with ``follow``, then waits for more until the job ends.
+        ``error``: its ``--error`` file instead (the output file when it named none)."""
         offset = 0
         while True:
-            r = self.call("logs", id=job_id, offset=offset)
+            r = self.call("logs", id=job_id, offset=offset, **({"error": True} if error else {}))
             if r["data"]:
                 yield r["data"]
             moved = r["offset"] != offset

@@ -46,6 +46,7 @@ from ds01q.executors.base import (
     LaunchSpec,
     Usage,
     create_output_file,
+    error_file,
     job_environment,
     one_line,
 )
@@ -155,10 +156,13 @@ class DockerExecutor:
             return self._adopted(spec, container, job_cg)  # this attempt already ran or runs: never twice
         if container is not None:  # created but never started (a crash in between): its mount is stale
             self._force_remove(container.id)
-        if spec.output_path and not spec.interactive:
-            create_output_file(spec.output_path, spec.uid, spec.gid)
-            if spec.uid != 0:
-                check_output(spec.workdir, spec.output_path, spec.uid)
+        for path in (spec.output_path, error_file(spec)) if not spec.interactive else ():
+            if path:  # created as the user, checked to be the user's own regular file, then emptied
+                create_output_file(path, spec.uid, spec.gid)
+                if spec.uid != 0:
+                    check_output(spec.workdir, path, spec.uid)
+                if spec.truncate:
+                    create_output_file(path, spec.uid, spec.gid, truncate=True)
         if job_cg and not cgroups.cgroup_pids(job_cg):
             self._remove_cgroup(job_cg)
         apply_network(self.client, self.network, spec.uid, spec.user, kwargs)

@@ -56,6 +56,7 @@ from ds01q.executors.base import (
     Handle,
     LaunchSpec,
     Usage,
+    error_file,
     job_environment,
     one_line,
 )
@@ -163,8 +164,11 @@ class ProcessExecutor:
         if not is_root and (spec.uid, spec.gid) != (os.geteuid(), os.getegid()):
             raise ExecutorError(f"cannot run job {spec.job_id} as uid {spec.uid}: the process executor is not root")
         output = None if spec.interactive else spec.output_path
+        error = error_file(spec)
         if output:
             env["DS01Q_OUTPUT"] = output
+        if error:
+            env["DS01Q_ERROR"] = error
         existing = self._existing(spec)
         if existing is not None:
             return existing
@@ -175,6 +179,7 @@ class ProcessExecutor:
             "job_id": spec.job_id, "state_dir": self.state_dir, "workdir": spec.workdir, "env": env,
             "argv": list(KEEPALIVE_COMMAND) if spec.interactive else list(spec.command),
             "uid": spec.uid, "gid": spec.gid, "setuid": is_root, "output": output,
+            "error": error, "truncate": spec.truncate,
             "cgroup": cgroup, "job_procs": job_procs, "supervisor_procs": self._supervisor_procs(),
             "rlimit_as": spec.mem_bytes if (cgroup is None and self.rlimit_as_fallback) else None,
         }

@@ -144,10 +144,13 @@ def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, An
 def logs(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     (job_id,) = _ids(a.get("id"))[:1]
     offset = strict_int(a, "offset", 0, 0, 2**62)
+    error = a.get("error", False)
+    if not isinstance(error, bool):
+        raise RequestError(f"logs: error {error!r} must be true or false")
     with ctx.sessions() as session:
         job = store.get_job(session, job_id)
     ctx.require_owner(caller, job.user, f"read the logs of job {job_id}")
-    data = read_output(job, offset, MAX_LOG_CHUNK)
+    data = read_output(job, offset, MAX_LOG_CHUNK, error=error)
     return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "state": job.state,
             "final": JobState(job.state).is_final}
 

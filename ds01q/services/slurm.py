@@ -259,13 +259,8 @@ def read(a: dict[str, Any], interactive: bool) -> SlurmFields:
     if mode is not None and mode not in ("append", "truncate"):
         raise RequestError(f"--open-mode {mode!r}: allowed: append, truncate")
     f.open_mode = mode
-    if mode == "truncate":
-        f.warnings.append("--open-mode=truncate: recorded; ds01q appends to an existing output file")
     if interactive and (f.array or f.output or f.error):
         raise RequestError("--array, --output and --error are for batch jobs, not interactive shells")
-    if f.error and f.error != f.output:
-        f.warnings.append(f"--error {f.error}: stderr is written with stdout to the output file; the error file "
-                          "name is recorded only")
     if f.signal:
         f.warnings.append(f"--signal {f.signal['signal']}@{f.signal['seconds']}: recorded; ds01q stops a job at its "
                           "time limit with SIGTERM, then SIGKILL after the grace period")
