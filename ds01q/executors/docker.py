@@ -64,6 +64,7 @@ from ds01q.executors.docker_api import (
     parse_docker_time,
     stats_usage,
 )
+from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
 from ds01q.executors.docker_net import apply_network
 from ds01q.executors.heldmount import HeldDir, check_output
@@ -319,6 +320,11 @@ class DockerExecutor:
                 raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
+
+    @_engine_errors
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+        """Send ``signum`` to the job's main process (``batch_only``) or every process (docker_signal.py)."""
+        signal_container(self.client, self._ref(handle), handle.job_id, signum, batch_only, self.init)
 
     @_engine_errors
     def remove(self, handle: Handle) -> None:

@@ -321,6 +321,22 @@ class ProcessExecutor:
                 return False
             time.sleep(0.05)
 
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+        """``batch_only``: the job's main process; otherwise its process group and cgroup."""
+        info, rc, alive = self._status(handle.job_id)
+        if info is None or rc is not None or not alive:
+            raise ExecutorError(f"job {handle.job_id} is not running")
+        if not batch_only:
+            self._signal(info, signum)
+            return
+        child = to_int(info.get("child"))
+        if not pid_alive(child, info.get("child_start")):
+            raise ExecutorError(f"job {handle.job_id} is not running")
+        try:
+            os.kill(child, signum)
+        except OSError as e:
+            raise ExecutorError(f"cannot signal job {handle.job_id}: {e.strerror}") from None
+
     def stop(self, handle: Handle, grace_s: float) -> None:
         info, rc, alive = self._status(handle.job_id)
         if info is None or rc is not None:

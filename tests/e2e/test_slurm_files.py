@@ -72,3 +72,23 @@ def test_open_mode_truncate_by_default_append_on_request(daemon: Daemon) -> None
     daemon.wait_state(kept, "COMPLETED")
     assert (wd / "t.txt").read_text() == "new\n"
     assert (wd / "a.txt").read_text() == "old line\nnew\n"
+
+
+TRAP = """#!/bin/sh
+trap 'echo got-usr1; exit 0' USR1
+echo started
+sleep 60 &
+wait
+echo no-signal
+"""
+
+
+@pytest.mark.parametrize("flag", ["B:USR1@15", "USR1@15"])
+def test_signal_reaches_the_script_before_its_time_limit(daemon: Daemon, flag: str) -> None:
+    job = daemon.submit(USER, TRAP, "--gpus", "0", "--time", "0:20", "--signal", flag, "--output", "sig.txt")
+    done = daemon.wait_state(job, {"COMPLETED", "TIMEOUT", "FAILED"}, timeout=60)
+    text = (daemon.workdir(USER) / "sig.txt").read_text()
+    # COMPLETED, not TIMEOUT: the trap ran before the limit and ended the script
+    assert done["state"] == "COMPLETED" and "got-usr1" in text and "no-signal" not in text, (done, text)
+    events = [e for e in done["events"] if "signal USR1 sent" in str(e)]
+    assert len(events) == 1, done["events"]
