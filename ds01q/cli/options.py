@@ -49,7 +49,7 @@ def slurm_options(f: Any) -> Any:
         click.option("--error", help="stderr to this file (Slurm's %-patterns); default: with stdout in --output."),
         click.option("--chdir", "-D", help="Working directory of the job."),
         click.option("--signal", help="[B:]SIGNAL[@SECONDS]: send SIGNAL this long (default 60 s) before the time limit."),
-        click.option("--mail-type", help="BEGIN,END,FAIL,REQUEUE,ALL,...: run the admins' notify hook."),
+        click.option("--mail-type", help="BEGIN,END,FAIL,REQUEUE,ALL,TIME_LIMIT_90,...: run the notify hook then."),
         click.option("--mail-user", help="Address for --mail-type (handed to the notify hook)."),
         click.option("--export", help="VAR[,VAR=value,...]: copy these variables into the job."),
         click.option("--open-mode", type=click.Choice(["append", "truncate"]),

@@ -255,6 +255,9 @@ def read(a: dict[str, Any], interactive: bool) -> SlurmFields:
                     begin=_begin(a.get("begin")), signal=_signal(a.get("signal")),
                     gpu_model=_text(a, "gpu_model", 64))
     _export(a.get("export"))
+    if f.mail_user is not None and (f.mail_user.startswith("-") or any(c.isspace() for c in f.mail_user)):
+        raise RequestError(f"--mail-user {f.mail_user[:80]!r}: give one address or user name, without blanks "
+                           "and not starting with '-'")
     mode = a.get("open_mode")
     if mode is not None and mode not in ("append", "truncate"):
         raise RequestError(f"--open-mode {mode!r}: allowed: append, truncate")
