@@ -1,8 +1,8 @@
 """``--mail-type``/``--mail-user``: run the admins' notification hook (``notify.command``, Slurm's MailProg).
 
 Off unless ``notify.command`` is set. The controller reads the job events written since its last look
-(a cursor on ``job_events.id``; it starts at the newest event when the daemon starts, so a restart
-never repeats a notification, and events while it was down are not notified) and, for each job that
+(a cursor on ``job_events.id``; it starts at the newest event when the daemon starts or the hook is
+turned on, so a restart never repeats a notification, and events while it was down are not notified) and, for each job that
 asked for that kind of event, runs the hook:
 
     argv    COMMAND -s "ds01q Job_id=42 Name=train Ended, Run time 00:10:02, COMPLETED, ExitCode 0" MAIL_USER
@@ -100,14 +100,12 @@ class Notifier:
 
     def step(self, ctl: Any, now: float) -> None:
         cfg = ctl.config.notify
+        if not cfg.command:  # off: nothing read; turned on (a reload), it starts from then
+            self.cursor = None
+            return
         with ctl.session() as session:
             if self.cursor is None:  # first look: start after what is already there
                 self.cursor = session.scalar(select(func.max(JobEvent.id))) or 0
-                if not cfg.command:
-                    return
-            if not cfg.command:
-                self.cursor = session.scalar(select(func.max(JobEvent.id))) or self.cursor
-                return
             rows = list(session.execute(
                 select(JobEvent, Job).join(Job, Job.id == JobEvent.job_id)
                 .where(JobEvent.id > self.cursor).order_by(JobEvent.id).limit(BATCH)))
