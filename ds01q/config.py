@@ -113,6 +113,7 @@ class Config:
     mig_auto: str = "off"  # off | on | propose-only (config key mig.auto: false | true | propose-only)
     mig_auto_params: AutoParams = field(default_factory=AutoParams)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -416,7 +417,36 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         security=_security(_mapping(data, "security", "")),
         **_mig_auto(_mapping(data, "mig", "")),
         dispatch=_dispatch(_mapping(data, "dispatch", "")),
+        notify=_notify(_mapping(data, "notify", "")),
     )
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``notify:``: the program run for ``--mail-type`` events (Slurm's MailProg); off without ``command``.
+    It runs as ``user`` (an unprivileged account, never root), without a shell, for at most ``timeout_s``."""
+
+    command: str | None = None
+    user: str = "nobody"
+    timeout_s: float = 30.0
+
+
+NOTIFY_KEYS = {"command", "user", "timeout"}
+
+
+def _notify(d: dict[str, Any]) -> NotifyConfig:
+    unknown = sorted(set(d) - NOTIFY_KEYS)
+    if unknown:
+        raise ConfigError(f"notify.{unknown[0]}: unknown key (allowed: {', '.join(sorted(NOTIFY_KEYS))})")
+    command = _get(d, "command", "notify", str, None)
+    if command is not None and not os.path.isabs(command):
+        raise ConfigError(f"notify.command: {command!r} must be an absolute path to a program (no shell, no arguments)")
+    user = _get(d, "user", "notify", str, "nobody")
+    if user in ("root", "0") or not user:
+        raise ConfigError(f"notify.user: {user!r} is not allowed: the hook never runs as root "
+                          "(give an unprivileged account, e.g. nobody or ds01q-notify)")
+    timeout = _duration(d, "timeout", "notify") or 30.0
+    return NotifyConfig(command=command, user=user, timeout_s=timeout)
 
 
 @dataclass(frozen=True)

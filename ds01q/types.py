@@ -200,3 +200,11 @@ class Usage:
     cpu_s: float
     mem_bytes: int
     max_rss_bytes: int | None
+
+
+_QUEUE_RANK = {"RUNNING": 0, "STARTING": 0, "STOPPING": 0, "PENDING": 1, "HELD": 2}
+
+
+def queue_order(state: str, priority: float | None, job_id: int) -> tuple[int, float, int]:
+    """How ``ds01q queue`` lists jobs: running first, then pending by priority, then held; ties by id."""
+    return (_QUEUE_RANK.get(state, 3), -(priority or 0) if state == "PENDING" else 0, job_id)

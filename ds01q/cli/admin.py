@@ -24,7 +24,13 @@ def admin() -> None:
 @click.argument("boost", type=int)
 @click.pass_context
 def priority(ctx: click.Context, job_id: int, boost: int) -> None:
-    """Set an admin priority boost for a job."""
+    """Set an admin priority boost for a job.
+
+    \b
+    Examples:
+      ds01q admin priority 42 500   # boost job 42
+      ds01q admin priority 42 0     # undo
+    """
     with _c(ctx) as c:
         r = c.call("admin.priority", id=job_id, boost=boost)
     click.echo(f"job {r['id']}: boost {r['boost']}")
@@ -40,7 +46,12 @@ def _states(ctx: click.Context, op: str, job_ids: tuple[int, ...]) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Hold pending jobs."""
+    """Hold pending jobs.
+
+    \b
+    Examples:
+      ds01q admin hold 42 43        # only an admin releases them
+    """
     _states(ctx, "admin.hold", job_ids)
 
 
@@ -48,7 +59,12 @@ def hold(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Release held jobs."""
+    """Release held jobs.
+
+    \b
+    Examples:
+      ds01q admin release 42        # any hold, a user's or an admin's
+    """
     _states(ctx, "admin.release", job_ids)
 
 
@@ -56,7 +72,12 @@ def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def requeue(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Stop running jobs and put them back in the queue."""
+    """Stop running jobs and put them back in the queue.
+
+    \b
+    Examples:
+      ds01q admin requeue 42        # like scontrol requeue
+    """
     _states(ctx, "admin.requeue", job_ids)
 
 
@@ -65,7 +86,13 @@ def requeue(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @click.option("--reason", default=None)
 @click.pass_context
 def drain(ctx: click.Context, uuid: str, reason: str | None) -> None:
-    """Give a node, GPU or slice no new jobs (UUID: a node name, or a GPU/slice UUID)."""
+    """Give a node, GPU or slice no new jobs (UUID: a node name, or a GPU/slice UUID).
+
+    \b
+    Examples:
+      ds01q admin drain MIG-… --reason "re-cut"  # one slice
+      ds01q admin drain gpu-node-2               # a whole node
+    """
     with _c(ctx) as c:
         r = c.call("admin.drain", uuid=uuid, reason=reason)
     click.echo(f"{r['kind']} {r['uuid']}: drained")
@@ -75,7 +102,12 @@ def drain(ctx: click.Context, uuid: str, reason: str | None) -> None:
 @click.argument("uuid")
 @click.pass_context
 def resume(ctx: click.Context, uuid: str) -> None:
-    """Undo a drain."""
+    """Undo a drain.
+
+    \b
+    Examples:
+      ds01q admin resume MIG-…
+    """
     with _c(ctx) as c:
         r = c.call("admin.resume", uuid=uuid)
     click.echo(f"{r['kind']} {r['uuid']}: resumed")
@@ -90,7 +122,12 @@ def inventory() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def refresh(ctx: click.Context, as_json: bool) -> None:
-    """Read the inventory again (static config or NVML) and reconcile."""
+    """Read the inventory again (static config or NVML) and reconcile.
+
+    \b
+    Examples:
+      ds01q admin inventory refresh  # also on SIGHUP
+    """
     with _c(ctx) as c:
         r: dict[str, Any] = c.call("admin.refresh")
     if as_json:
@@ -107,7 +144,12 @@ def db() -> None:
 @db.command()
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
-    """Apply the Alembic migrations up to the newest."""
+    """Apply the Alembic migrations up to the newest.
+
+    \b
+    Examples:
+      ds01q admin db upgrade        # the daemon also does it at start
+    """
     from ds01q.daemon import build as daemon
 
     url = daemon.db_upgrade(ctx.find_root().obj.get("config"))
@@ -129,7 +171,13 @@ def mig() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def mig_plan(ctx: click.Context, gpu: str | None, as_json: bool) -> None:
-    """Compute a layout for each GPU from the pending and running requests."""
+    """Compute a layout for each GPU from the pending and running requests.
+
+    \b
+    Examples:
+      ds01q admin mig plan
+      ds01q admin mig plan --gpu GPU-… --json
+    """
     with _c(ctx) as c:
         plans = c.call("admin.mig.plan", gpu=gpu)
     if as_json:
@@ -165,7 +213,13 @@ def mig_plan(ctx: click.Context, gpu: str | None, as_json: bool) -> None:
 def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout: str, layout: str | None,
               whole_gpu: bool) -> None:
     """Re-cut only free instances when the running ones can stay; otherwise drain the GPU, wait for
-    (or requeue) its jobs, re-cut it, re-read the inventory, resume."""
+    (or requeue) its jobs, re-cut it, re-read the inventory, resume.
+
+    \b
+    Examples:
+      ds01q admin mig apply --gpu GPU-… --dry-run                         # what it would do
+      ds01q admin mig apply --gpu GPU-… --layout 3g.20gb,2g.10gb,2g.10gb
+    """
     with Client(config=ctx.find_root().obj.get("config"), timeout=24 * 3600) as c:
         r = c.call("admin.mig.apply", gpu=gpu, force=force, dry_run=dry_run, timeout=timeout, layout=layout,
                    whole_gpu=whole_gpu)
@@ -192,7 +246,13 @@ def mig_apply(ctx: click.Context, gpu: str, force: bool, dry_run: bool, timeout:
 @click.pass_context
 def audit(ctx: click.Context, user: str | None, op: str | None, since: str | None, limit: int,
           as_json: bool) -> None:
-    """Every state-changing request: who, what, on what, the result (newest first)."""
+    """Every state-changing request: who, what, on what, the result (newest first).
+
+    \b
+    Examples:
+      ds01q admin audit             # newest first
+      ds01q admin audit --json
+    """
     with _c(ctx) as c:
         rows = c.call("admin.audit", user=user, operation=op, since=since, limit=limit)
     if as_json:

@@ -9,7 +9,12 @@ import click
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
 def agent(ctx: click.Context, node: str, log_level: str) -> None:
-    """Run this node's agent in the foreground: an RQ worker on queue ds01q:node:NODE."""
+    """Run this node's agent in the foreground: an RQ worker on queue ds01q:node:NODE.
+
+    \b
+    Examples:
+      ds01q agent --node gpu-node-2  # see docs/DEPLOY.md
+    """
     from ds01q.daemon.agent import run
 
     run(ctx.obj["config"], node, log_level)

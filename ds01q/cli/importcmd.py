@@ -25,7 +25,12 @@ def _load(path: Path) -> dict:
 @click.command("import-ds01")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def import_ds01(file: Path) -> None:
-    """Print FILE (ds01-infra's resource-limits.yaml) as the equivalent ds01q config."""
+    """Print FILE (ds01-infra's resource-limits.yaml) as the equivalent ds01q config.
+
+    \b
+    Examples:
+      ds01q admin config import-ds01 /opt/ds01-infra/config/resource-limits.yaml > ds01q.yaml
+    """
     data = _load(file)
     try:
         text = render(data, file.parent, source=str(file))

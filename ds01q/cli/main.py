@@ -45,13 +45,19 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.pass_context
 def server(ctx: click.Context, log_level: str, metrics_port: int | None) -> None:
-    """Run the daemon in the foreground."""
+    """Run the daemon in the foreground.
+
+    \b
+    Examples:
+      ds01q server                      # as root; systemd runs it (config/ds01q.service)
+      ds01q server --metrics-port 9101  # with the Prometheus exporter
+    """
     from ds01q.daemon import build as daemon
 
     daemon.run(ctx.obj["config"], log_level, metrics_port)
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+@cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @request_options
 @click.option("--wait", is_flag=True, help="Block until the job ends; exit with its exit code.")
 @click.option("--parsable", is_flag=True, help="Print only the job id.")
@@ -168,7 +174,13 @@ def queue(ctx: click.Context, as_json: bool, long: bool, start: bool, user: str 
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
-    """One job: state, reason, request, slices and events."""
+    """One job: state, reason, request, slices and events.
+
+    \b
+    Examples:
+      ds01q show 42                 # why it waits, its events
+      ds01q show 42 --json
+    """
     with client(ctx) as c:
         job = c.show(job_id)
     output.emit_json(job) if as_json else output.job_detail(job)
@@ -186,7 +198,13 @@ def show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 @click.pass_context
 def history(ctx: click.Context, as_json: bool, user: str | None, states: tuple[str, ...], since: str | None,
             limit: int, all_users: bool, fields: str | None) -> None:
-    """Finished jobs with their usage (like sacct)."""
+    """Finished jobs with their usage (like sacct).
+
+    \b
+    Examples:
+      ds01q history
+      ds01q history --format id,user,state,wall_s,gpu_equiv_s  # like sacct --format
+    """
     with client(ctx) as c:
         jobs = c.history(user=user, states=list(states) or None, since=since, limit=limit, all_users=all_users)
     if as_json:
@@ -210,7 +228,14 @@ def history(ctx: click.Context, as_json: bool, user: str | None, states: tuple[s
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def cancel(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
-    """Cancel jobs (pending ones at once, running ones are stopped)."""
+    """Cancel jobs (pending ones at once, running ones are stopped).
+
+    \b
+    Examples:
+      ds01q cancel 42
+      ds01q cancel 42 43 44
+      ds01q cancel 40               # an array's id: every task
+    """
     with client(ctx) as c:
         for r in c.cancel(*job_ids):
             click.echo(f"job {r['id']}: {'stopping' if r['cancel_requested'] else r['state']}")
@@ -250,11 +275,18 @@ def release(ctx: click.Context, job_ids: tuple[int, ...]) -> None:
 @cli.command()
 @click.argument("job_id", type=int)
 @click.option("--follow", "-f", is_flag=True)
+@click.option("--err", "error", is_flag=True, help="The --error file (stderr) instead; the output file if none.")
 @click.pass_context
-def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
-    """Print a job's output file."""
+def logs(ctx: click.Context, job_id: int, follow: bool, error: bool) -> None:
+    """Print a job's output file.
+
+    \b
+    Examples:
+      ds01q logs -f 42             # follow until the job ends
+      ds01q logs --err 42          # its --error file
+    """
     with client(ctx) as c:
-        for chunk in c.logs(job_id, follow=follow):
+        for chunk in c.logs(job_id, follow=follow, error=error):
             click.echo(chunk, nl=False)
 
 
@@ -262,7 +294,13 @@ def logs(ctx: click.Context, job_id: int, follow: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """GPUs and slices, drawn to scale, with who runs where."""
+    """GPUs and slices, drawn to scale, with who runs where.
+
+    \b
+    Examples:
+      ds01q status
+      ds01q status --json
+    """
     with client(ctx) as c:
         st = c.status()
     output.emit_json(st) if as_json else output.status_view(st)
@@ -273,7 +311,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option("--user", "-u", default=None)
 @click.pass_context
 def limits(ctx: click.Context, as_json: bool, user: str | None) -> None:
-    """My group, its limits and my current use."""
+    """My group, its limits and my current use.
+
+    \b
+    Examples:
+      ds01q limits
+      ds01q limits --json
+    """
     with client(ctx) as c:
         r = c.limits(user)
     if as_json:

@@ -58,7 +58,13 @@ def _csv(rows: Sequence[dict[str, Any]]) -> None:
 @click.pass_context
 def report(ctx: click.Context, by: str, period: str, since: str | None, until: str | None, top: int | None,
            user: str | None, as_json: bool, as_csv: bool, plot_path: str | None) -> None:
-    """Usage by user, group, cgroup or period (like sreport): GPU-equivalent hours, CPU hours, energy."""
+    """Usage by user, group, cgroup or period (like sreport): GPU-equivalent hours, CPU hours, energy.
+
+    \b
+    Examples:
+      ds01q report --by user --since 30d
+      ds01q report --by period --period day --plot usage.png
+    """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     args = {"by": by, "period": period, "since": since, "until": until, "top": top, "user": user}
@@ -91,7 +97,13 @@ def accounting() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def rollup(ctx: click.Context, period: str, until: str | None, rebuild: bool, as_json: bool) -> None:
-    """Roll job records up into per-period sums (cron runs this nightly and monthly)."""
+    """Roll job records up into per-period sums (cron runs this nightly and monthly).
+
+    \b
+    Examples:
+      ds01q admin accounting rollup --period day    # idempotent; config/ds01q.cron runs it nightly
+      ds01q admin accounting rollup --period month
+    """
     args: dict[str, Any] = {"period": period, "rebuild": rebuild}
     if until is not None:
         args["until"] = until

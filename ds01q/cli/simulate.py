@@ -30,7 +30,12 @@ def simulate(trace: str, gpus: int, policy: str, users: int, estimate: str, gpus
              max_jobs: int | None, seed: int, mig_policy: str | None, borrowing: str, quota: float | None,
              recut_cost: float, as_json: bool) -> None:
     """Replay a trace and print wait, JCT, makespan, utilisation and fairness (and, with
-    --mig-policy, re-cuts, preemptions and GPU-equivalent utilisation)."""
+    --mig-policy, re-cuts, preemptions and GPU-equivalent utilisation).
+
+    \b
+    Examples:
+      ds01q simulate --trace cluster.csv --gpus 12 --policy backfill --json
+    """
     from ds01q.tools.simulate import simulate as run
 
     if not os.path.isfile(trace):

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 
 from ds01q import protocol
 from ds01q.errors import BY_CODE, Busy, Ds01qError, RequestError, ServerUnavailable
-from ds01q.types import FINAL_NAMES
+from ds01q.types import FINAL_NAMES, queue_order
 from ds01q.client.directives import gres as parse_gres
 from ds01q.client.directives import parse_options, read_directives
 
@@ -260,8 +260,19 @@ class Client:
         self.submit(script, args, array=array, **options)
         return dict(self.last_result.get("array") or {"job_id": self.last_result["id"], "tasks": 1})
 
+    QUEUE_PAGE = 2000
+
     def queue(self, user: str | None = None) -> list[dict[str, Any]]:
-        return self.call("queue", user=user)  # type: ignore[no-any-return]
+        """Every active job, in ``queue`` order. Asked for in pages by job id (a queue of tens of thousands
+        of jobs does not fit one reply line); a job that changes state meanwhile is listed once."""
+        jobs: list[dict[str, Any]] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.call("queue", user=user, after=after, limit=self.QUEUE_PAGE)
+            jobs += page["jobs"]
+            after = page["next"]
+        jobs.sort(key=lambda j: queue_order(j["state"], j.get("priority"), j["id"]))
+        return jobs
 
     def show(self, job_id: int) -> dict[str, Any]:
         return self.call("show", id=job_id)  # type: ignore[no-any-return]
@@ -278,12 +289,13 @@ class Client:
     def release(self, *job_ids: int) -> list[dict[str, Any]]:
         return self.call("release", ids=list(job_ids))  # type: ignore[no-any-return]
 
-    def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+    def logs(self, job_id: int, follow: bool = False, poll_s: float = 0.5, error: bool = False) -> Iterator[str]:
         """The job's output from the start: pages by offset until the end of the file (the daemon
-        answers at most a page per request); with ``follow``, then waits for more until the job ends."""
+        answers at most a page per request); with ``follow``, then waits for more until the job ends.
+        ``error``: its ``--error`` file instead (the output file when it named none)."""
         offset = 0
         while True:
-            r = self.call("logs", id=job_id, offset=offset)
+            r = self.call("logs", id=job_id, offset=offset, **({"error": True} if error else {}))
             if r["data"]:
                 yield r["data"]
             moved = r["offset"] != offset

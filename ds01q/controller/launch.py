@@ -78,6 +78,14 @@ def command_for(job: Job, script: str) -> list[str]:
     return ["/bin/sh", script, *args]
 
 
+def truncates(job: Job) -> bool:
+    """Slurm's ``--open-mode``: truncate (its default) empties the output and error files when a job first
+    runs; a requeued job appends, as Slurm does, so the first run's output is kept; append never empties."""
+    if job.open_mode == "append":
+        return False
+    return job.open_mode == "truncate" or not job.requeue_count
+
+
 def launch_spec(cfg: Config, job: Job, allocs: list[Allocation], cgroup_driver: str | None) -> LaunchSpec:
     ex = cfg.executor
     group = cfg.groups.get(job.group) or cfg.group_of(job.user)
@@ -97,6 +105,7 @@ def launch_spec(cfg: Config, job: Job, allocs: list[Allocation], cgroup_driver: 
         image=job.image, command=command, workdir=job.workdir, env=job_env(job, allocs),
         slices=[a.slice_uuid for a in allocs], gpu_runtime=ex.gpu_runtime, cpus=job.cpus, mem_bytes=job.mem_bytes,
         pids_limit=group.pids_limit, shm_bytes=group.shm_bytes, output_path=job.output_path,
+        error_path=job.error_path, truncate=truncates(job),
         cgroup_parent=parent, interactive=job.interactive, stop_grace_s=ex.stop_grace_s, mounts=mounts,
         attempt=job.launch_attempt,
     )

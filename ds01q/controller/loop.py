@@ -31,6 +31,8 @@ from ds01q.controller.launch import launch_spec
 from ds01q.controller.reconcile import reconcile_containers
 from ds01q.controller.preempt import preempt
 from ds01q.controller.nodes import check_nodes
+from ds01q.controller.notify import Notifier
+from ds01q.controller.signals import send_due_signals
 from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
@@ -76,6 +78,7 @@ class Controller:
         self.health = Health()
         self.stop_retry_at: dict[int, float] = {}  # a failed stop is retried from then (backoff)
         self.autolayout = AutoLayout()
+        self.notifier = Notifier(inline=inline)
 
     @property
     def config(self) -> Any:
@@ -139,9 +142,11 @@ class Controller:
         if full:  # containers against jobs, by label: adopt, record, requeue the vanished, remove strays
             guard("containers", now, reconcile_containers, self)
         guard("enforce", now, self.enforce, now)
+        guard("signal", now, send_due_signals, self, now)  # --signal: SIG before the time limit, once per run
         guard("idle", now, check_idle, self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
         guard("sample", now, self.sample, now)
         result = guard("schedule", now, self.schedule_and_dispatch, self.clock.now())
+        guard("notify", now, self.notifier.step, self, self.clock.now())  # --mail-type: the notify hook
         self.health.ticked(self.clock.now())
         return result
 

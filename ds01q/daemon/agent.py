@@ -135,6 +135,10 @@ class Agent:
         sig = int(p["signal"])
         if sig not in set(signal.valid_signals()):
             raise ExecutorError(f"signal {sig} is not a valid signal number")
+        send = getattr(self.executor, "signal", None)
+        if send is not None:  # --signal: the main process (B:) or every process of the job
+            send(Handle(job_id, str(p["container"])), sig, bool(p.get("batch_only", True)))
+            return {}
         client = getattr(self.executor, "client", None)
         if client is None:
             raise ExecutorError(f"executor {self.cfg.executor.kind} cannot signal a job")

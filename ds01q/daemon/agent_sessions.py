@@ -147,8 +147,11 @@ class SessionServer:
         offset, limit = req["offset"], req["limit"]
         if type(offset) is not int or type(limit) is not int or offset < 0 or not 0 < limit <= MAX_READ:
             raise ValueError(f"offset {offset!r} / limit {limit!r} out of range (limit 1..{MAX_READ})")
+        if type(req.get("error", False)) is not bool:
+            raise ValueError("error must be true or false")
         job = self._job(job_id)
-        data = read_as_user(job.id, job.workdir, job.output_path, job.uid, job.gid, offset, limit)
+        path = (job.error_path or job.output_path) if req.get("error") else job.output_path
+        data = read_as_user(job.id, job.workdir, path, job.uid, job.gid, offset, limit)
         log.debug("logs of job %s: %d bytes from %d read as uid %s", job_id, len(data), offset, job.uid)
         for i in range(0, len(data), CHUNK):
             ss.add(self.redis, ss.out_key(sid), {"d": data[i:i + CHUNK]})

@@ -136,9 +136,10 @@ class RemoteExecutor:
         self.send(node, handle.job_id, "stop", {"container": container, "grace_s": grace_s},
                   timeout_s=grace_s + self.command_timeout_s)
 
-    def signal(self, handle: Handle, signum: int) -> None:
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
         node, container = split_ref(handle.ref)
-        self.send(node, handle.job_id, "signal", {"container": container, "signal": int(signum)})
+        self.send(node, handle.job_id, "signal", {"container": container, "signal": int(signum),
+                                                  "batch_only": bool(batch_only)})
 
     def exec(self, handle: Handle, argv: list[str], user: str) -> dict[str, Any]:
         """Run ``argv`` in the job's container as ``user``; returns exit code and output (bounded)."""
@@ -154,12 +155,12 @@ class RemoteExecutor:
         return RemoteTerminal.open(self.redis, node, handle.job_id, {
             "container": container, "cmd": list(cmd), "user": user, "env": dict(env), "workdir": workdir})
 
-    def read_output(self, job: Job, offset: int, limit: int) -> bytes:
-        """``ds01q logs`` of a job: its node's agent reads the output file as the job's user."""
+    def read_output(self, job: Job, offset: int, limit: int, error: bool = False) -> bytes:
+        """``ds01q logs`` of a job: its node's agent reads the output (or ``--error``) file as the job's user."""
         if not job.node:  # it never ran: no output yet
             return b""
         self._check_up(job.node, f"read job {job.id}'s output")
-        return read_remote(self.redis, job.node, job.id, offset, limit)
+        return read_remote(self.redis, job.node, job.id, offset, limit, error)
 
     def _check_up(self, node: str, what: str) -> None:
         with self.sessions() as session:

@@ -197,12 +197,14 @@ class RemoteTerminal:
             pass  # the agent sees the server key expire and closes all the same
 
 
-def read_remote(redis: Any, node: str, job_id: int, offset: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes of job ``job_id``'s output from ``offset``, read by ``node``'s agent."""
+def read_remote(redis: Any, node: str, job_id: int, offset: int, limit: int, error: bool = False) -> bytes:
+    """Up to ``limit`` bytes of job ``job_id``'s output (``error``: its error file) from ``offset``, read by
+    ``node``'s agent."""
     from redis.exceptions import RedisError
 
     try:
-        sid = request(redis, node, "read", {"job": job_id, "offset": int(offset), "limit": int(limit)})
+        sid = request(redis, node, "read", {"job": job_id, "offset": int(offset), "limit": int(limit),
+                                                 "error": bool(error)})
         deadline = time.monotonic() + READ_TIMEOUT_S
         last, data = "0", b""
         while time.monotonic() < deadline:

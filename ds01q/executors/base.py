@@ -28,6 +28,7 @@ from ds01q.types import Usage
 
 __all__ = [
     "BATCH_WRAPPER",
+    "BATCH_WRAPPER_SPLIT",
     "GPU_RUNTIMES",
     "KEEPALIVE_COMMAND",
     "Executor",
@@ -37,6 +38,7 @@ __all__ = [
     "LaunchSpec",
     "Usage",
     "create_output_file",
+    "error_file",
     "job_environment",
     "one_line",
 ]
@@ -46,6 +48,8 @@ GPU_RUNTIMES = ("nvidia", "none")
 # Batch jobs: the user's command, with stdout+stderr appended to $DS01Q_OUTPUT.
 # `exec` keeps the user's program as the process that receives signals.
 BATCH_WRAPPER = ["/bin/sh", "-c", 'exec "$@" >>"$DS01Q_OUTPUT" 2>&1', "ds01q-job"]
+# ... with ``--error`` naming another file: stdout to $DS01Q_OUTPUT, stderr to $DS01Q_ERROR.
+BATCH_WRAPPER_SPLIT = ["/bin/sh", "-c", 'exec "$@" >>"$DS01Q_OUTPUT" 2>>"$DS01Q_ERROR"', "ds01q-job"]
 
 # Interactive jobs: an idle init; shells are exec'd into it (as the job's user). It exits 0 on
 # SIGTERM: the state an interactive job ends in comes from its stop outcome, never from here.
@@ -65,7 +69,10 @@ class LaunchSpec:
     given, ``CUDA_VISIBLE_DEVICES`` (see ``job_environment``).
     ``output_path`` receives stdout+stderr of a batch job; it is created owned
     by ``uid:gid``. None for interactive jobs (or to keep output in the
-    executor's own log). ``mounts`` are extra ``(host_path, container_path,
+    executor's own log). ``error_path`` (Slurm's ``--error``), when set and not
+    the output file, receives stderr instead, created the same way. ``truncate``
+    empties both files when they are created (Slurm's ``--open-mode=truncate``,
+    its default for a job's first run); otherwise they are appended to. ``mounts`` are extra ``(host_path, container_path,
     "ro"|"rw")`` bind mounts chosen by the daemon (never by the user), e.g. the
     spooled job script; the process executor ignores them (it uses host paths).
     """
@@ -87,6 +94,8 @@ class LaunchSpec:
     pids_limit: int | None = None
     shm_bytes: int | None = None
     output_path: str | None = None
+    error_path: str | None = None
+    truncate: bool = False
     cgroup_parent: str | None = None
     interactive: bool = False
     labels: dict[str, str] = field(default_factory=dict)
@@ -203,21 +212,30 @@ def job_environment(spec: LaunchSpec) -> dict[str, str]:
 
 
 _TOUCH_AS_USER = 'umask 022 && : >>"$1"'
+_TRUNCATE_AS_USER = 'umask 022 && : >"$1"'
 
 
-def create_output_file(path: str, uid: int, gid: int) -> None:
+def error_file(spec: LaunchSpec) -> str | None:
+    """The separate stderr file of a batch job, or None when stderr goes with stdout."""
+    if spec.interactive or not spec.output_path or not spec.error_path or spec.error_path == spec.output_path:
+        return None
+    return spec.error_path
+
+
+def create_output_file(path: str, uid: int, gid: int, truncate: bool = False) -> None:
     """Create ``path`` (if missing) owned by ``uid:gid``, mode 0644, without following tricks.
 
     As root, the file is created by a short-lived child running as the user,
     so a symlink or a directory the user controls cannot make root write or
-    chown anything the user could not. An existing file is kept (appended to).
+    chown anything the user could not. An existing file is kept (appended to),
+    or emptied with ``truncate`` (by the same child, with the user's rights only).
     """
     if not os.path.isabs(path):
         raise ExecutorError(f"output path '{path}' is not absolute")
     if os.geteuid() == 0 and uid != 0:
         try:
             res = subprocess.run(
-                ["/bin/sh", "-c", _TOUCH_AS_USER, "ds01q-output", path],
+                ["/bin/sh", "-c", _TRUNCATE_AS_USER if truncate else _TOUCH_AS_USER, "ds01q-output", path],
                 user=uid, group=gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"},
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 timeout=30, check=False, cwd="/",
@@ -229,6 +247,8 @@ def create_output_file(path: str, uid: int, gid: int) -> None:
             raise ExecutorError(f"cannot create output file {path} as uid {uid}: {why}")
         return
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if truncate:
+        flags |= os.O_TRUNC
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as e:

@@ -46,6 +46,7 @@ from ds01q.executors.base import (
     LaunchSpec,
     Usage,
     create_output_file,
+    error_file,
     job_environment,
     one_line,
 )
@@ -63,6 +64,7 @@ from ds01q.executors.docker_api import (
     parse_docker_time,
     stats_usage,
 )
+from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
 from ds01q.executors.docker_net import apply_network
 from ds01q.executors.heldmount import HeldDir, check_output
@@ -155,10 +157,13 @@ class DockerExecutor:
             return self._adopted(spec, container, job_cg)  # this attempt already ran or runs: never twice
         if container is not None:  # created but never started (a crash in between): its mount is stale
             self._force_remove(container.id)
-        if spec.output_path and not spec.interactive:
-            create_output_file(spec.output_path, spec.uid, spec.gid)
-            if spec.uid != 0:
-                check_output(spec.workdir, spec.output_path, spec.uid)
+        for path in (spec.output_path, error_file(spec)) if not spec.interactive else ():
+            if path:  # created as the user, checked to be the user's own regular file, then emptied
+                create_output_file(path, spec.uid, spec.gid)
+                if spec.uid != 0:
+                    check_output(spec.workdir, path, spec.uid)
+                if spec.truncate:
+                    create_output_file(path, spec.uid, spec.gid, truncate=True)
         if job_cg and not cgroups.cgroup_pids(job_cg):
             self._remove_cgroup(job_cg)
         apply_network(self.client, self.network, spec.uid, spec.user, kwargs)
@@ -315,6 +320,11 @@ class DockerExecutor:
                 raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
+
+    @_engine_errors
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+        """Send ``signum`` to the job's main process (``batch_only``) or every process (docker_signal.py)."""
+        signal_container(self.client, self._ref(handle), handle.job_id, signum, batch_only, self.init)
 
     @_engine_errors
     def remove(self, handle: Handle) -> None:

@@ -15,9 +15,11 @@ from docker.types import DeviceRequest, Mount
 from ds01q.errors import ExecutorError
 from ds01q.executors.base import (
     BATCH_WRAPPER,
+    BATCH_WRAPPER_SPLIT,
     KEEPALIVE_COMMAND,
     LaunchSpec,
     Usage,
+    error_file,
     one_line,
 )
 
@@ -118,6 +120,11 @@ def job_command(spec: LaunchSpec, env: dict[str, str]) -> list[str]:
         raise ExecutorError(f"job {spec.job_id} has an empty command")
     if spec.output_path:
         env["DS01Q_OUTPUT"] = spec.output_path
+        err = error_file(spec)
+        if err:
+            env["DS01Q_ERROR"] = err
+            return [*BATCH_WRAPPER_SPLIT, *spec.command]
+        env.pop("DS01Q_ERROR", None)
         return [*BATCH_WRAPPER, *spec.command]
     return list(spec.command)
 
@@ -128,10 +135,9 @@ def _mounts(spec: LaunchSpec) -> list[Mount]:
     ``Mounts`` (unlike ``Binds``) fail on a missing source instead of creating it as root.
     """
     mounts = [Mount(spec.workdir, spec.workdir, type="bind", read_only=False)]
-    out = spec.output_path
-    if out and not spec.interactive:
-        workdir = os.path.abspath(spec.workdir)
-        if os.path.commonpath([os.path.abspath(out), workdir]) != workdir:
+    workdir = os.path.abspath(spec.workdir)
+    for out in (spec.output_path, error_file(spec)) if not spec.interactive else ():
+        if out and os.path.commonpath([os.path.abspath(out), workdir]) != workdir:
             mounts.append(Mount(out, out, type="bind", read_only=False))
     for host, target, mode in spec.mounts:
         if mode not in ("ro", "rw"):

@@ -62,6 +62,7 @@ class FakeExecutor:
         self.clock = clock
         self.calls: list[tuple[str, int]] = []
         self.specs: dict[int, LaunchSpec] = {}
+        self.signals: list[tuple[int, int, bool]] = []  # (job_id, signum, batch_only) per signal() call
         self.fail_stops = 0
         self.fail_removes = 0
         self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
@@ -119,6 +120,16 @@ class FakeExecutor:
                 return
             job.exit = self._exit_info(job, SIGTERM_EXIT)
         self._notify(handle.job_id)
+
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+        """Record ``(job_id, signum, batch_only)`` in ``signals``; the job runs on. Unknown/ended: ExecutorError."""
+        with self._lock:
+            self.calls.append(("signal", handle.job_id))
+            self._check_up()
+            job = self._jobs.get(handle.ref)
+            if job is None or job.exit is not None:
+                raise ExecutorError(f"fake: job {handle.job_id} is not running")
+            self.signals.append((handle.job_id, signum, batch_only))
 
     def remove(self, handle: Handle) -> None:
         """Forget the job (running or not); removing an unknown handle does nothing."""

@@ -56,6 +56,7 @@ from ds01q.executors.base import (
     Handle,
     LaunchSpec,
     Usage,
+    error_file,
     job_environment,
     one_line,
 )
@@ -163,8 +164,11 @@ class ProcessExecutor:
         if not is_root and (spec.uid, spec.gid) != (os.geteuid(), os.getegid()):
             raise ExecutorError(f"cannot run job {spec.job_id} as uid {spec.uid}: the process executor is not root")
         output = None if spec.interactive else spec.output_path
+        error = error_file(spec)
         if output:
             env["DS01Q_OUTPUT"] = output
+        if error:
+            env["DS01Q_ERROR"] = error
         existing = self._existing(spec)
         if existing is not None:
             return existing
@@ -175,6 +179,7 @@ class ProcessExecutor:
             "job_id": spec.job_id, "state_dir": self.state_dir, "workdir": spec.workdir, "env": env,
             "argv": list(KEEPALIVE_COMMAND) if spec.interactive else list(spec.command),
             "uid": spec.uid, "gid": spec.gid, "setuid": is_root, "output": output,
+            "error": error, "truncate": spec.truncate,
             "cgroup": cgroup, "job_procs": job_procs, "supervisor_procs": self._supervisor_procs(),
             "rlimit_as": spec.mem_bytes if (cgroup is None and self.rlimit_as_fallback) else None,
         }
@@ -315,6 +320,22 @@ class ProcessExecutor:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+        """``batch_only``: the job's main process; otherwise its process group and cgroup."""
+        info, rc, alive = self._status(handle.job_id)
+        if info is None or rc is not None or not alive:
+            raise ExecutorError(f"job {handle.job_id} is not running")
+        if not batch_only:
+            self._signal(info, signum)
+            return
+        child = to_int(info.get("child"))
+        if not pid_alive(child, info.get("child_start")):
+            raise ExecutorError(f"job {handle.job_id} is not running")
+        try:
+            os.kill(child, signum)
+        except OSError as e:
+            raise ExecutorError(f"cannot signal job {handle.job_id}: {e.strerror}") from None
 
     def stop(self, handle: Handle, grace_s: float) -> None:
         info, rc, alive = self._status(handle.job_id)

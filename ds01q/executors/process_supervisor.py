@@ -105,15 +105,23 @@ if child == 0:
         os.chdir(cfg["workdir"])
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
-        out = null
-        if cfg["output"]:
-            stage = "output file " + cfg["output"]
-            out = os.open(cfg["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-            if not stat.S_ISREG(os.fstat(out).st_mode):
-                raise OSError(0, "not a regular file")
-            os.set_blocking(out, True)
+        out = err = null
+        mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+        if cfg.get("truncate"):
+            mode |= os.O_TRUNC
+        for key in ("output", "error"):
+            if cfg.get(key):
+                stage = key + " file " + cfg[key]
+                fd = os.open(cfg[key], mode, 0o644)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(0, "not a regular file")
+                os.set_blocking(fd, True)
+                if key == "output":
+                    out = err = fd
+                else:
+                    err = fd
         os.dup2(out, 1)
-        os.dup2(out, 2)
+        os.dup2(err, 2)
     except BaseException as e:
         os.write(w, ("E%s: %s" % (stage, getattr(e, "strerror", None) or e)).encode())
         os._exit(126)

@@ -67,7 +67,7 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     loop: LoopHandle = field(default_factory=NoLoop)
     # ``ds01q logs``: read (job, offset, limit) of a job's output; on several nodes, the job's node reads it
-    read_output: Callable[[Job, int, int], bytes] = read_output
+    read_output: Callable[[Job, int, int, bool], bytes] = read_output
 
     @classmethod
     def of(cls, config: Config, sessions: sessionmaker[Session], clock: Clock | None = None,

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from sqlalchemy import select
+
 from ds01q import accounting
 from ds01q.db import store
 from ds01q.errors import Conflict, RequestError
 from ds01q.db.models import Job
+from ds01q.types import queue_order
 from ds01q.services.context import Caller, Context
 from ds01q.services.validate import printable, strict_bool, strict_int
 from ds01q.services.views import job_dict
@@ -46,16 +49,28 @@ def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> l
     return out
 
 
-def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:
-    with ctx.sessions() as session:
-        jobs = store.jobs_in(session, store.ACTIVE)
+QUEUE_PAGE_MAX = 2000  # jobs per page: a page of full job views stays far below the 4 MiB line limit
+
+
+def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+    """Active jobs. With ``limit``: one page, by job id after ``after``, as ``{"jobs": [...], "next": ID|None}``
+    (``Client.queue`` pages through and sorts); without: all of them at once, sorted (small queues only:
+    a reply must fit one protocol line)."""
     user = a.get("user")
     if user is not None and not isinstance(user, str):
         raise RequestError("user: must be a user name")
-    if user:
-        jobs = [j for j in jobs if j.user == user]
-    order = {"RUNNING": 0, "STARTING": 0, "STOPPING": 0, "PENDING": 1, "HELD": 2}
-    jobs.sort(key=lambda j: (order.get(j.state, 3), -(j.priority or 0) if j.state == "PENDING" else 0, j.id))
+    paged = a.get("limit") is not None
+    limit = strict_int(a, "limit", QUEUE_PAGE_MAX, 1, QUEUE_PAGE_MAX)
+    after = strict_int(a, "after", 0, 0, 2**62)
+    with ctx.sessions() as session:
+        q = select(Job).where(Job.state.in_(store.ACTIVE), Job.id > after)
+        if user:
+            q = q.where(Job.user == user)
+        jobs = list(session.scalars(q.order_by(Job.id).limit(limit) if paged else q.order_by(Job.id)))
+    if paged:
+        return {"jobs": _views(ctx, caller, jobs, events=False),
+                "next": jobs[-1].id if len(jobs) == limit else None}
+    jobs.sort(key=lambda j: queue_order(j.state, j.priority, j.id))
     return _views(ctx, caller, jobs, events=False)
 
 
@@ -143,10 +158,13 @@ def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, An
 def logs(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     (job_id,) = _ids(a.get("id"))[:1]
     offset = strict_int(a, "offset", 0, 0, 2**62)
+    error = a.get("error", False)
+    if not isinstance(error, bool):
+        raise RequestError(f"logs: error {error!r} must be true or false")
     with ctx.sessions() as session:
         job = store.get_job(session, job_id)
     ctx.require_owner(caller, job.user, f"read the logs of job {job_id}")
-    data = ctx.read_output(job, offset, MAX_LOG_CHUNK)
+    data = ctx.read_output(job, offset, MAX_LOG_CHUNK, error)
     return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "state": job.state,
             "final": JobState(job.state).is_final}
 

@@ -13,13 +13,15 @@ from ds01q.errors import RequestError
 from ds01q.safefs import UnsafePath, open_dir, open_user_file
 
 
-def read_output(job: Job, offset: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes of the job's output from ``offset``; b"" when there is none (yet)."""
-    if not job.output_path or not job.workdir:
+def read_output(job: Job, offset: int, limit: int, error: bool = False) -> bytes:
+    """Up to ``limit`` bytes of the job's output (with ``error``: its ``--error`` file, which is the output
+    file when none was named) from ``offset``; b"" when there is none (yet)."""
+    path = (job.error_path or job.output_path) if error else job.output_path
+    if not path or not job.workdir:
         return b""
-    rel = os.path.relpath(job.output_path, job.workdir)
+    rel = os.path.relpath(path, job.workdir)
     if rel.startswith("..") or os.path.isabs(rel):
-        raise RequestError(f"job {job.id}'s output {job.output_path} is outside its working directory; "
+        raise RequestError(f"job {job.id}'s output {path} is outside its working directory; "
                            "it is not read")
     try:
         dir_fd = open_dir(job.workdir)

@@ -10,7 +10,7 @@ each key is checked here again, with one-line errors, before ``services.submit``
     array       {"indices": [...], "throttle": N|None} or "0-99%4"
     dependency  {"mode": "all"|"any", "items": [...]} or "afterok:12,singleton"
     begin       {"kind": "delay"|"time"|"date", ...} or "now+1hour" → the job's ``eligible_at``
-    signal      {"signal": "USR1", "seconds": 60, "batch_only": bool} or "B:USR1@60" (recorded)
+    signal      {"signal": "USR1", "seconds": 60, "batch_only": bool} or "B:USR1@60" (controller/signals.py)
     export      {"mode": ..., "names": [...]}: the client copies the named variables into ``env``
     gpu_model   a GPU model (a100, h100, titanrtx…) that some GPU of the inventory must be named after
 """
@@ -255,20 +255,15 @@ def read(a: dict[str, Any], interactive: bool) -> SlurmFields:
                     begin=_begin(a.get("begin")), signal=_signal(a.get("signal")),
                     gpu_model=_text(a, "gpu_model", 64))
     _export(a.get("export"))
+    if f.mail_user is not None and (f.mail_user.startswith("-") or any(c.isspace() for c in f.mail_user)):
+        raise RequestError(f"--mail-user {f.mail_user[:80]!r}: give one address or user name, without blanks "
+                           "and not starting with '-'")
     mode = a.get("open_mode")
     if mode is not None and mode not in ("append", "truncate"):
         raise RequestError(f"--open-mode {mode!r}: allowed: append, truncate")
     f.open_mode = mode
-    if mode == "truncate":
-        f.warnings.append("--open-mode=truncate: recorded; ds01q appends to an existing output file")
     if interactive and (f.array or f.output or f.error):
         raise RequestError("--array, --output and --error are for batch jobs, not interactive shells")
-    if f.error and f.error != f.output:
-        f.warnings.append(f"--error {f.error}: stderr is written with stdout to the output file; the error file "
-                          "name is recorded only")
-    if f.signal:
-        f.warnings.append(f"--signal {f.signal['signal']}@{f.signal['seconds']}: recorded; ds01q stops a job at its "
-                          "time limit with SIGTERM, then SIGKILL after the grace period")
     if f.gpu_model is not None and not gpu_model_key(f.gpu_model):
         raise RequestError(f"--gres: {f.gpu_model!r} is not a GPU model (like a100, h100)")
     return f

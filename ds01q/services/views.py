@@ -1,6 +1,7 @@
 """Jobs as the JSON objects of the CLI contract (design.md)."""
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -9,8 +10,14 @@ from ds01q.services.validate import printable
 from ds01q.units import iso
 
 
+@functools.lru_cache(maxsize=4096)
+def _json(text: str) -> Any:
+    """A JSON column decoded; cached, as array tasks share the same text (a view is serialised, never changed)."""
+    return json.loads(text)
+
+
 def _dependencies(depends_on: str | None) -> dict[str, Any] | None:
-    raw = json.loads(depends_on or "[]")
+    raw = _json(depends_on or "[]")
     if isinstance(raw, list):  # the first form: afterok on each id
         return {"mode": "all", "items": [{"type": "afterok", "jobs": [{"id": i} for i in raw]}]} if raw else None
     return raw or None
@@ -29,7 +36,7 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
         "stop_outcome": job.stop_outcome.value if job.stop_outcome else None,
         "exit_code": job.exit_code,
         "priority": round(job.priority or 0.0, 3),
-        "request": json.loads(job.request),
+        "request": _json(job.request),
         "slices": slices,
         "interactive": job.interactive,
         "cpus": job.cpus,
@@ -54,7 +61,7 @@ def job_dict(job: Job, slices: list[str], events: list[JobEvent] | None, *, priv
     if private:
         d.update({"workdir": job.workdir, "output": job.output_path, "error": job.error_path,
                   "script_path": job.script_path,
-                  "args": json.loads(job.args), "env": json.loads(job.env)})
+                  "args": _json(job.args), "env": _json(job.env)})
     if events is not None:
         d["events"] = [{"at": iso(e.at), "state": e.state, "reason": printable(e.reason), "by": printable(e.by)}
                        for e in events]

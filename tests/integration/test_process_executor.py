@@ -163,6 +163,23 @@ def test_output_env_and_user(executor: ProcessExecutor, make_spec: Callable[...,
     assert os.listdir(executor.state_dir) == []  # remove() cleaned up
 
 
+def test_error_file_and_open_mode(executor: ProcessExecutor, make_spec: Callable[..., LaunchSpec],
+                                  user: pwd.struct_passwd) -> None:
+    """--error: stderr to its own file, created as the user; truncate empties old content, append keeps it."""
+    spec = make_spec(["sh", "-c", "echo out; echo err >&2"])
+    err = spec.workdir + f"/e-{spec.job_id}.err"
+    for path in (spec.output_path, err):
+        with open(path, "w") as f:  # type: ignore[arg-type]
+            f.write("old\n")
+        os.chown(path, user.pw_uid, user.pw_gid)  # type: ignore[arg-type]
+    info, out = run_to_end(executor, dataclasses.replace(spec, error_path=err))
+    assert info.exit_code == 0 and out == "old\nout\n" and read(err) == "old\nerr\n"
+    info, out = run_to_end(executor, dataclasses.replace(spec, job_id=spec.job_id + 1000, error_path=err,
+                                                         truncate=True))
+    assert out == "out\n" and read(err) == "err\n"
+    assert os.stat(err).st_uid == user.pw_uid
+
+
 def test_cpu_only_job_sees_no_gpu(executor: ProcessExecutor, make_spec: Callable[..., LaunchSpec]) -> None:
     spec = make_spec(["sh", "-c", 'echo "nv=$NVIDIA_VISIBLE_DEVICES cvd=[$CUDA_VISIBLE_DEVICES]"'],
                      env={"CUDA_VISIBLE_DEVICES": "0", "NVIDIA_VISIBLE_DEVICES": "all"})
