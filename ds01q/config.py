@@ -113,6 +113,8 @@ class Config:
     mig_auto: str = "off"  # off | on | propose-only (config key mig.auto: false | true | propose-only)
     mig_auto_params: AutoParams = field(default_factory=AutoParams)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    # scheduler.preempt_grace: a reclaimed borrower gets its --signal (or SIGTERM), then this long
+    preempt_grace_s: float = 30.0
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -416,7 +418,14 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         security=_security(_mapping(data, "security", "")),
         **_mig_auto(_mapping(data, "mig", "")),
         dispatch=_dispatch(_mapping(data, "dispatch", "")),
+        preempt_grace_s=_preempt_grace(sched),
     )
+
+
+def _preempt_grace(sched: dict[str, Any]) -> float:
+    """``scheduler.preempt_grace``: how long a preempted borrower has between its signal and SIGKILL."""
+    v = _duration(sched, "preempt_grace", "scheduler")
+    return 30.0 if v is None else v
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,9 @@ class DeferredExecutor:
     def remove(self, handle: Handle) -> None:
         self.real().remove(handle)
 
+    def signal(self, handle: Handle, sig: int) -> None:
+        self.real().signal(handle, sig)
+
     def sample(self, handle: Handle) -> Usage | None:
         return self.real().sample(handle)  # type: ignore[no-any-return]
 

@@ -469,3 +469,12 @@ class DockerExecutor:
     def exec_exit_code(self, exec_id: str) -> int | None:
         """The exit code of a finished exec; None while it runs (or if unknown)."""
         return self._shells.exit_code(exec_id)
+
+    @_engine_errors
+    def signal(self, handle: Handle, sig: int) -> None:
+        """``docker kill --signal``: the signal goes to the container's first process (the batch
+        wrapper ``exec``s the user's command, so that is the user's program)."""
+        try:
+            self.client.api.kill(self._ref(handle), signal=int(sig))
+        except docker.errors.DockerException as e:
+            raise ExecutorError(f"cannot signal job {handle.job_id}: {api_error(e)}") from None

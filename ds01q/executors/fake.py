@@ -15,7 +15,8 @@ One function decides what each launch does, like httpx's MockTransport::
 
 Every launch, stop and remove is recorded in ``calls`` as ``(name, job_id)``,
 failed ones too; ``fail_stops`` and ``fail_removes`` make the next N stops or
-removes raise ExecutorError.
+removes raise ExecutorError. A signal is recorded as ``("signal", job_id)`` and
+in ``signals`` as ``(job_id, sig, clock time)``; the job keeps running.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class FakeExecutor:
         self.clock = clock
         self.calls: list[tuple[str, int]] = []
         self.specs: dict[int, LaunchSpec] = {}
+        self.signals: list[tuple[int, int, float | None]] = []
         self.fail_stops = 0
         self.fail_removes = 0
         self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
@@ -119,6 +121,16 @@ class FakeExecutor:
                 return
             job.exit = self._exit_info(job, SIGTERM_EXIT)
         self._notify(handle.job_id)
+
+    def signal(self, handle: Handle, sig: int) -> None:
+        """Record ``sig`` for a running job (it keeps running); ExecutorError if it is not running."""
+        with self._lock:
+            self.calls.append(("signal", handle.job_id))
+            self._check_up()
+            job = self._jobs.get(handle.ref)
+            if job is None or job.exit is not None:
+                raise ExecutorError(f"fake: job {handle.job_id} is not running")
+            self.signals.append((handle.job_id, int(sig), self.clock.now() if self.clock is not None else None))
 
     def remove(self, handle: Handle) -> None:
         """Forget the job (running or not); removing an unknown handle does nothing."""

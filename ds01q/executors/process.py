@@ -331,6 +331,17 @@ class ProcessExecutor:
         if not self._wait_done(handle.job_id, 10.0):
             raise ExecutorError(f"job {handle.job_id} did not stop after SIGKILL")
 
+    def signal(self, handle: Handle, sig: int) -> None:
+        """``sig`` to the job's process group (the user's command and what it forked)."""
+        info, rc, alive = self._status(handle.job_id)
+        child = to_int((info or {}).get("child"))
+        if info is None or rc is not None or not alive or not pid_alive(child, info.get("child_start")):
+            raise ExecutorError(f"cannot signal job {handle.job_id}: it is not running")
+        try:
+            os.killpg(child, sig)
+        except (OSError, ValueError) as e:
+            raise ExecutorError(f"cannot signal job {handle.job_id}: {e}") from None
+
     def remove(self, handle: Handle) -> None:
         info, rc, alive = self._status(handle.job_id)
         if info is not None and rc is None:
