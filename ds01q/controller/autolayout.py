@@ -94,6 +94,7 @@ class AutoLayout:
                 return None
             self.last_check = now
             held = {a.slice_uuid for a in store.active_allocations(session)}
+            held.update(u for p in result.placements for u in p.slices)  # this pass's starts are not free
             gpus = store.all_gpus(session)
             drained = {g.uuid for g in gpus if g.drained}
             recorded = {g.uuid: recorded_instances(session, g.uuid) for g in gpus if g.present and g.mig_enabled}
