@@ -93,10 +93,13 @@ def _recut_hint(ctx: Context, job: Job) -> str:
     now = ctx.clock.now()
     with ctx.sessions() as session:
         events = store.inventory_events(session, limit=50)
+        stopped: set[str] = set()  # GPUs whose later re-cut stopped half-way: no promise for them
         for e in reversed(events):
+            if e.kind == "recut" and (e.detail or "").startswith("stopped after"):
+                stopped.add(e.uuid)
             target = target_of(e.detail or "")
             if now - e.at > RECUT_HINT_WINDOW_S or e.kind not in ("mig-auto", "mig-proposal") or \
-                    target is None or req.profile not in target:
+                    target is None or req.profile not in target or (e.kind == "mig-auto" and e.uuid in stopped):
                 continue
             known, eta = _eta(session, e.uuid, target, now)
             if known and eta is None:
