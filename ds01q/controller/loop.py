@@ -241,7 +241,7 @@ class Controller:
     # ------------------------------------------------------------ limits and stops
     def enforce(self, now: float) -> None:
         stop: list[tuple[int, str, float]] = []
-        signal: list[tuple[int, str, int]] = []
+        signals: list[tuple[int, str, int]] = []
         grace, stop_grace = self.config.preempt_grace_s, self.config.executor.stop_grace_s
         with self.txn() as session:
             for job in store.jobs_in(session, (S.RUNNING.value,)):
@@ -257,10 +257,10 @@ class Controller:
                 elif job.id not in self.stopping:
                     step = self.reclaim.step(job, now, grace, stop_grace) if is_reclaim(job) else None
                     if step is not None and step.action == "signal":
-                        signal.append((job.id, job.container, step.sig))
+                        signals.append((job.id, job.container, step.sig))
                     elif step is None or step.action == "kill":
                         stop.append((job.id, job.container, stop_grace if step is None else step.grace_s))
-        for job_id, ref, sig in signal:
+        for job_id, ref, sig in signals:
             self.run_async(self._signal, job_id, ref, sig, grace)
         for job_id, ref, grace_s in stop:
             self._stop_async(job_id, ref, remove=False, grace_s=grace_s)

@@ -14,8 +14,8 @@ One function decides what each launch does, like httpx's MockTransport::
     ex.finish(h.job_id, exit_code=0)               # poll(h) now returns ExitInfo(0, ...)
 
 Every launch, stop and remove is recorded in ``calls`` as ``(name, job_id)``,
-failed ones too; ``fail_stops`` and ``fail_removes`` make the next N stops or
-removes raise ExecutorError. A signal is recorded as ``("signal", job_id)`` and
+failed ones too; ``fail_stops``, ``fail_removes`` and ``fail_signals`` make the
+next N stops, removes or signals raise ExecutorError. A signal is recorded as ``("signal", job_id)`` and
 in ``signals`` as ``(job_id, sig, clock time)``; the job keeps running.
 """
 from __future__ import annotations
@@ -66,6 +66,7 @@ class FakeExecutor:
         self.signals: list[tuple[int, int, float | None]] = []
         self.fail_stops = 0
         self.fail_removes = 0
+        self.fail_signals = 0
         self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
         self.closed = False
         self.on_exit: Callable[[int], None] | None = None
@@ -127,6 +128,9 @@ class FakeExecutor:
         with self._lock:
             self.calls.append(("signal", handle.job_id))
             self._check_up()
+            if self.fail_signals > 0:
+                self.fail_signals -= 1
+                raise ExecutorError(f"fake: cannot signal {handle.ref}")
             job = self._jobs.get(handle.ref)
             if job is None or job.exit is not None:
                 raise ExecutorError(f"fake: job {handle.job_id} is not running")

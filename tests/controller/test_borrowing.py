@@ -147,3 +147,16 @@ def test_a_group_may_let_interactive_sessions_borrow(tmp_path: Path, db_url: str
         assert jobs.show(h.ctx, ROOT, {"id": shell})["borrowing"] is True
     finally:
         h.engine.dispose()
+
+
+def test_a_signal_that_cannot_be_sent_falls_back_to_the_usual_stop(h: BorrowHarness) -> None:
+    mine = [h.as_user(ALICE, mig="2g.10gb") for _ in range(3)]
+    h.tick()
+    theirs = h.as_user(BOB, mig="2g.10gb")
+    h.ex.fail_signals = 1
+    h.tick()
+    assert ("signal", mine[2]) in h.ex.calls and h.ex.signals == []
+    h.tick()  # no grace is waited for a signal that never went out: stopped at once
+    assert h.ex.calls.count(("stop", mine[2])) == 1
+    h.tick()
+    assert state(h, theirs) == "RUNNING" and state(h, mine[2]) == "PENDING"
