@@ -114,6 +114,8 @@ class Config:
     mig_auto_params: AutoParams = field(default_factory=AutoParams)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())
+    # scheduler.preempt_grace: a reclaimed borrower gets its --signal (or SIGTERM), then this long
+    preempt_grace_s: float = 30.0
 
     # ----- lookups -----
     def group_of(self, user: str) -> GroupConfig:
@@ -418,7 +420,14 @@ def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
         **_mig_auto(_mapping(data, "mig", "")),
         dispatch=_dispatch(_mapping(data, "dispatch", "")),
         notify=_notify(_mapping(data, "notify", "")),
+        preempt_grace_s=_preempt_grace(sched),
     )
+
+
+def _preempt_grace(sched: dict[str, Any]) -> float:
+    """``scheduler.preempt_grace``: how long a preempted borrower has between its signal and SIGKILL."""
+    v = _duration(sched, "preempt_grace", "scheduler")
+    return 30.0 if v is None else v
 
 
 @dataclass(frozen=True)

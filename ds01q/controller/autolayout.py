@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,8 +22,9 @@ from ds01q.config import Config
 from ds01q.db import store
 from ds01q.db.models import InventoryEvent
 from ds01q.inventory.nvml import GpuRecord
-from ds01q.inventory.recut import RESERVED, Recutter, busy_slices
-from ds01q.inventory.sync import set_drain
+from ds01q.errors import InventoryError
+from ds01q.inventory.recut import RESERVED, Recutter, busy_slices, instances
+from ds01q.inventory.sync import recorded_instances, set_drain
 from ds01q.mig.auto import GpuView, Proposal, propose
 from ds01q.mig.placement import Instance
 from ds01q.mig.planner import ANY
@@ -54,13 +55,19 @@ def demand(session: Session, result: CycleResult) -> Counter[str]:
     return out
 
 
-def views(records: Sequence[GpuRecord], busy: set[str], drained: set[str]) -> list[GpuView]:
+def views(records: Sequence[GpuRecord], busy: set[str], drained: set[str],
+          recorded: Mapping[str, Sequence[Instance] | None] | None = None) -> list[GpuView]:
+    """The proposer's view of each GPU; placements from the record, else the recorded ones."""
     out = []
     for rec in records:
         model = gpu_model(rec.name)
-        if model is None or rec.uuid in drained or (rec.mig_enabled and rec.slices and not rec.instances):
-            continue  # no MIG table, drained by an admin, or no placements (NVML without privileges)
-        insts = tuple(Instance(i.profile, i.start, i.size, i.gi_id, i.uuid, i.uuid in busy) for i in rec.instances)
+        if model is None or rec.uuid in drained:
+            continue  # no MIG table, or drained by an admin
+        try:
+            found = instances(rec, busy, (recorded or {}).get(rec.uuid))
+        except InventoryError:
+            continue  # no placements anywhere (NVML without privileges, nothing recorded)
+        insts = tuple(found)
         out.append(GpuView(rec.uuid, model.key, rec.mig_enabled, insts,
                            busy_full=not rec.mig_enabled and rec.uuid in busy, index=rec.index))
     return out
@@ -87,9 +94,12 @@ class AutoLayout:
                 return None
             self.last_check = now
             held = {a.slice_uuid for a in store.active_allocations(session)}
-            drained = {g.uuid for g in store.all_gpus(session) if g.drained}
+            held.update(u for p in result.placements for u in p.slices)  # this pass's starts are not free
+            gpus = store.all_gpus(session)
+            drained = {g.uuid for g in gpus if g.drained}
+            recorded = {g.uuid: recorded_instances(session, g.uuid) for g in gpus if g.present and g.mig_enabled}
         records = list(read())
-        proposal = propose(views(records, held, drained), want, self.history, now, cfg.mig_auto_params)
+        proposal = propose(views(records, held, drained, recorded), want, self.history, now, cfg.mig_auto_params)
         if proposal is None:
             return None
         self.history.setdefault(proposal.gpu, []).append(now)

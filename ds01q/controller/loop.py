@@ -29,7 +29,7 @@ from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launch import launch_spec
 from ds01q.controller.reconcile import reconcile_containers
-from ds01q.controller.preempt import preempt
+from ds01q.controller.preempt import Reclaim, is_reclaim, preempt
 from ds01q.controller.nodes import check_nodes
 from ds01q.controller.notify import Notifier
 from ds01q.controller.signals import send_due_signals
@@ -79,6 +79,7 @@ class Controller:
         self.stop_retry_at: dict[int, float] = {}  # a failed stop is retried from then (backoff)
         self.autolayout = AutoLayout()
         self.notifier = Notifier(inline=inline)
+        self.reclaim = Reclaim()  # preempted borrowers: signal, grace, kill
 
     @property
     def config(self) -> Any:
@@ -244,29 +245,52 @@ class Controller:
 
     # ------------------------------------------------------------ limits and stops
     def enforce(self, now: float) -> None:
-        stop: list[tuple[int, str]] = []
+        stop: list[tuple[int, str, float]] = []
+        signals: list[tuple[int, str, int]] = []
+        grace, stop_grace = self.config.preempt_grace_s, self.config.executor.stop_grace_s
         with self.txn() as session:
             for job in store.jobs_in(session, (S.RUNNING.value,)):
                 if job.started_at is not None and now >= job.started_at + job.time_limit_s:
                     jobstate.request_stop(session, job, StopOutcome.TIMEOUT, at=now, by="ds01q")
-            for job in store.jobs_in(session, (S.STOPPING.value,)):
+            stopping = store.jobs_in(session, (S.STOPPING.value,))
+            self.reclaim.keep_only({j.id for j in stopping})
+            for job in stopping:
                 if job.id in self.launching or now < self.stop_retry_at.get(job.id, 0.0):
                     continue
                 if job.container is None:  # stopped before its container started: nothing runs
                     self._end(session, job, ExitInfo(None, False, None, None, None, "stopped before launch"), now)
                 elif job.id not in self.stopping:
-                    stop.append((job.id, job.container))
-        for job_id, ref in stop:
-            self._stop_async(job_id, ref, remove=False)
+                    step = self.reclaim.step(job, now, grace, stop_grace) if is_reclaim(job) else None
+                    if step is not None and step.action == "signal":
+                        signals.append((job.id, job.container, step.sig, step.batch_only))
+                    elif step is None or step.action == "kill":
+                        stop.append((job.id, job.container, stop_grace if step is None else step.grace_s))
+        for job_id, ref, sig, batch_only in signals:
+            self.run_async(self._signal, job_id, ref, sig, batch_only, grace)
+        for job_id, ref, grace_s in stop:
+            self._stop_async(job_id, ref, remove=False, grace_s=grace_s)
 
-    def _stop_async(self, job_id: int, ref: str, remove: bool) -> None:
+    def _signal(self, job_id: int, ref: str, sig: int, batch_only: bool, grace_s: float) -> None:
+        """A preempted borrower's signal; its kill is due ``grace_s`` after it was sent."""
+        try:
+            self.executor.signal(Handle(job_id=job_id, ref=ref), sig, batch_only)
+            ok = True
+        except Exception as e:  # not sent: the job is stopped the usual way on the next pass
+            log.warning("signal %s to preempted job %s failed: %s", sig, job_id, one_line(e))
+            ok = False
+        self.reclaim.signalled(job_id, ok, self.clock.now(), grace_s)
+        if not ok:
+            self.wake()
+
+    def _stop_async(self, job_id: int, ref: str, remove: bool, grace_s: float | None = None) -> None:
         with self.lock:
             self.stopping.add(job_id)
+        grace = self.config.executor.stop_grace_s if grace_s is None else grace_s
 
         def run() -> None:
             h = Handle(job_id=job_id, ref=ref)
             try:
-                self.executor.stop(h, self.config.executor.stop_grace_s)
+                self.executor.stop(h, grace)
                 if remove:
                     self.executor.remove(h)
                 self.stop_retry_at.pop(job_id, None)

@@ -124,6 +124,10 @@ class Slice(Base):
     drained: Mapped[bool] = mapped_column(Boolean, default=False)
     drain_reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=1)  # bumped each time the UUID (re)appears
+    # MIG placement (migration 0006_mig_placement): first memory slice, size, GPU instance id; None when unknown
+    placement_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    placement_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gi_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Allocation(Base):

@@ -136,9 +136,9 @@ class RemoteExecutor:
         self.send(node, handle.job_id, "stop", {"container": container, "grace_s": grace_s},
                   timeout_s=grace_s + self.command_timeout_s)
 
-    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
+    def signal(self, handle: Handle, sig: int, batch_only: bool = True) -> None:
         node, container = split_ref(handle.ref)
-        self.send(node, handle.job_id, "signal", {"container": container, "signal": int(signum),
+        self.send(node, handle.job_id, "signal", {"container": container, "signal": int(sig),
                                                   "batch_only": bool(batch_only)})
 
     def exec(self, handle: Handle, argv: list[str], user: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ queue. Its life cycle for one job::
     sample(handle) -> Usage       while it runs; None once it is gone
     poll(handle) -> ExitInfo      None while running, then the exit code, OOM flag and final usage
     stop(handle, grace_s)         SIGTERM, SIGKILL after grace; idempotent
+    signal(handle, sig)           one signal to the running job (preemption, ``--signal``)
     remove(handle)                after poll returned ExitInfo; idempotent
 
 ``containers()`` lists every job container of this executor, running or exited, with
@@ -161,6 +162,12 @@ class Executor(Protocol):
 
     def remove(self, handle: Handle) -> None:
         """Forget the job and free what it held (after poll returned ExitInfo). Idempotent."""
+        ...
+
+    def signal(self, handle: Handle, sig: int, batch_only: bool = True) -> None:
+        """Send signal number ``sig`` to the running job: its main process (``batch_only``, Slurm's ``B:``)
+        or every process of the job. It is not waited for. Raises ExecutorError when the job is not
+        running or cannot be signalled."""
         ...
 
     def sample(self, handle: Handle) -> Usage | None:

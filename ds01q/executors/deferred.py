@@ -65,6 +65,9 @@ class DeferredExecutor:
     def remove(self, handle: Handle) -> None:
         self.real().remove(handle)
 
+    def signal(self, handle: Handle, sig: int, batch_only: bool = True) -> None:
+        self.real().signal(handle, sig, batch_only)
+
     def sample(self, handle: Handle) -> Usage | None:
         return self.real().sample(handle)  # type: ignore[no-any-return]
 

@@ -14,8 +14,9 @@ One function decides what each launch does, like httpx's MockTransport::
     ex.finish(h.job_id, exit_code=0)               # poll(h) now returns ExitInfo(0, ...)
 
 Every launch, stop and remove is recorded in ``calls`` as ``(name, job_id)``,
-failed ones too; ``fail_stops`` and ``fail_removes`` make the next N stops or
-removes raise ExecutorError.
+failed ones too; ``fail_stops``, ``fail_removes`` and ``fail_signals`` make the
+next N stops, removes or signals raise ExecutorError. A signal is recorded as ``("signal", job_id)`` and
+in ``signals`` as ``(job_id, sig, batch_only, clock time)``; the job keeps running.
 """
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ class FakeExecutor:
         self.clock = clock
         self.calls: list[tuple[str, int]] = []
         self.specs: dict[int, LaunchSpec] = {}
-        self.signals: list[tuple[int, int, bool]] = []  # (job_id, signum, batch_only) per signal() call
+        self.signals: list[tuple[int, int, bool, float | None]] = []  # (job_id, sig, batch_only, at) per signal()
         self.fail_stops = 0
         self.fail_removes = 0
+        self.fail_signals = 0
         self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
         self.closed = False
         self.on_exit: Callable[[int], None] | None = None
@@ -121,15 +123,20 @@ class FakeExecutor:
             job.exit = self._exit_info(job, SIGTERM_EXIT)
         self._notify(handle.job_id)
 
-    def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
-        """Record ``(job_id, signum, batch_only)`` in ``signals``; the job runs on. Unknown/ended: ExecutorError."""
+    def signal(self, handle: Handle, sig: int, batch_only: bool = True) -> None:
+        """Record ``(job_id, sig, batch_only, at)`` for a running job (it keeps running); ExecutorError if it
+        is not running, or while ``fail_signals`` lasts."""
         with self._lock:
             self.calls.append(("signal", handle.job_id))
             self._check_up()
+            if self.fail_signals > 0:
+                self.fail_signals -= 1
+                raise ExecutorError(f"fake: cannot signal {handle.ref}")
             job = self._jobs.get(handle.ref)
             if job is None or job.exit is not None:
                 raise ExecutorError(f"fake: job {handle.job_id} is not running")
-            self.signals.append((handle.job_id, signum, batch_only))
+            self.signals.append((handle.job_id, int(sig), batch_only,
+                                 self.clock.now() if self.clock is not None else None))
 
     def remove(self, handle: Handle) -> None:
         """Forget the job (running or not); removing an unknown handle does nothing."""

@@ -53,12 +53,18 @@ def busy_slices(session: Session, gpu: str) -> dict[str, int]:
     return {a.slice_uuid: a.job_id for a in store.active_allocations(session) if a.gpu_uuid == gpu}
 
 
-def instances(rec: GpuRecord, busy: dict[str, int] | set[str]) -> list[Instance]:
-    """The GPU's instances with busy flags; InventoryError when the inventory has no placements."""
-    if rec.mig_enabled and rec.slices and not rec.instances:
-        raise InventoryError(f"no MIG placements for GPU {rec.uuid}: NVML needs root for GPU instance handles "
-                             "(a static inventory must declare start for every instance)")
-    return [Instance(i.profile, i.start, i.size, i.gi_id, i.uuid, i.uuid in busy) for i in rec.instances]
+def instances(rec: GpuRecord, busy: dict[str, int] | set[str],
+              recorded: Sequence[Instance] | None = None) -> list[Instance]:
+    """The GPU's instances with busy flags. Where the record has no placements (NVML without root),
+    the ones the inventory recorded (``sync.recorded_instances``) for exactly these slices; else
+    InventoryError."""
+    insts: Sequence[Instance] = rec.instances
+    if rec.mig_enabled and rec.slices and not insts:
+        if recorded is None or {i.uuid for i in recorded} != {s.uuid for s in rec.slices}:
+            raise InventoryError(f"no MIG placements for GPU {rec.uuid}: NVML needs root for GPU instance handles "
+                                 "(a static inventory must declare start for every instance)")
+        insts = recorded
+    return [Instance(i.profile, i.start, i.size, i.gi_id, i.uuid, i.uuid in busy) for i in insts]
 
 
 def _event(session: Session, gpu: str, detail: str, now: float, by: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ds01q.db import store
 from ds01q.errors import NotFound
 from ds01q.db.models import Gpu, InventoryEvent, Slice
-from ds01q.types import SliceInfo
+from ds01q.types import FULL_PROFILE, SliceInfo
 
 KNOWN_GPUS = ("NVIDIA A100-PCIE-40GB", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A30")
 
@@ -55,7 +55,13 @@ def sync(session: Session, records: Sequence[Any], now: float, *, node: str = "l
     res = SyncResult()
     seen_gpus: set[str] = set()
     seen: dict[str, SliceInfo] = {}
+    placed: dict[str, Any] = {}  # slice uuid -> its Instance (placement) where the record has one
+    unplaced_gpus: set[str] = set()  # GPUs whose record says nothing about placements (NVML without root)
     for rec in records:
+        instances = getattr(rec, "instances", ())
+        placed.update((i.uuid, i) for i in instances)
+        if not instances:
+            unplaced_gpus.add(rec.uuid)
         seen_gpus.add(rec.uuid)
         g = session.get(Gpu, rec.uuid) or Gpu(uuid=rec.uuid)
         g.name, g.node, g.index = rec.name, node, rec.index
@@ -81,6 +87,7 @@ def sync(session: Session, records: Sequence[Any], now: float, *, node: str = "l
         row.gpu_uuid, row.node, row.profile = info.gpu_uuid, node, info.profile
         row.compute_slices, row.gpu_compute_slices = info.compute_slices, info.gpu_compute_slices
         row.memory_mb, row.gpu_name = info.memory_mb, info.gpu_name
+        _place(row, placed.get(uuid), keep=uuid not in res.added and info.gpu_uuid in unplaced_gpus)
         session.add(row)
     gone = [existing[uuid] for uuid in sorted(mine) if existing[uuid].present and uuid not in seen]
     active = {a.slice_uuid: a for a in store.active_allocations(session)}
@@ -95,6 +102,29 @@ def sync(session: Session, records: Sequence[Any], now: float, *, node: str = "l
             res.failed_jobs.append(alloc.job_id)
     session.flush()
     return res
+
+
+def _place(row: Slice, inst: Any, keep: bool) -> None:
+    """Record the slice's placement; an instance's placement never changes while its uuid lives,
+    so a report without placements (``keep``) leaves the recorded one."""
+    if inst is not None:
+        row.placement_start, row.placement_size, row.gi_id = int(inst.start), int(inst.size), inst.gi_id
+    elif not keep:
+        row.placement_start = row.placement_size = row.gi_id = None
+
+
+def recorded_instances(session: Session, gpu: str) -> list[Any] | None:
+    """The GPU's present MIG instances with the placements the inventory recorded (``Instance``s,
+    busy where a job holds them), ordered by start; None when any placement is unknown."""
+    from ds01q.mig.placement import Instance
+
+    rows = [s for s in store.present_slices(session) if s.gpu_uuid == gpu and s.profile != FULL_PROFILE]
+    if any(r.placement_start is None or r.placement_size is None for r in rows):
+        return None
+    busy = {a.slice_uuid for a in store.active_allocations(session) if a.gpu_uuid == gpu}
+    out = [Instance(r.profile, int(r.placement_start or 0), int(r.placement_size or 0), r.gi_id, r.uuid,
+                    r.uuid in busy) for r in rows]
+    return sorted(out, key=lambda i: i.start)
 
 
 def set_drain(session: Session, uuid: str, drained: bool, reason: str | None, *, at: float, by: str) -> str:

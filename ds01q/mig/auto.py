@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ds01q.mig.planner import ANY, _candidates
 from ds01q.mig.profiles import MODELS
 from ds01q.types import FULL_PROFILE
 
-__all__ = ["AutoParams", "GpuView", "Proposal", "propose", "served", "DAY_S"]
+__all__ = ["AutoParams", "GpuView", "Proposal", "propose", "served", "target_of", "DAY_S"]
 
 DAY_S = 24 * 3600.0
 
@@ -74,6 +75,12 @@ class Proposal:
     def describe(self) -> str:
         return (f"re-cut {self.gpu} to {' + '.join(self.target)}: starts waiting jobs worth {self.gain} more "
                 f"compute slice(s) ({self.served_before} -> {self.served_after})")
+
+
+def target_of(detail: str) -> tuple[str, ...] | None:
+    """The target layout in a ``Proposal.describe()`` text (an inventory event's detail), or None."""
+    m = re.match(r"re-cut \S+ to ([^:]+):", detail or "")
+    return tuple(p.strip() for p in m.group(1).split("+")) if m else None
 
 
 def _compute(model: str, name: str) -> tuple[int, int]:

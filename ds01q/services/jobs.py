@@ -1,6 +1,8 @@
 """Reading and changing jobs: queue, show, history, cancel, logs, admin priority/hold/release/requeue."""
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from sqlalchemy import select
@@ -8,8 +10,12 @@ from sqlalchemy import select
 from ds01q import accounting
 from ds01q.db import store
 from ds01q.errors import Conflict, RequestError
-from ds01q.db.models import Job
+from ds01q.db.models import Gpu, Job
 from ds01q.types import queue_order
+from ds01q.inventory.sync import recorded_instances
+from ds01q.mig.auto import target_of
+from ds01q.mig.eta import Eta, recut_eta
+from ds01q.mig.profiles import gpu_model
 from ds01q.services.context import Caller, Context
 from ds01q.services.validate import printable, strict_bool, strict_int
 from ds01q.services.views import job_dict
@@ -93,22 +99,63 @@ RECUT_HINT_WINDOW_S = 900.0
 
 
 def _recut_hint(ctx: Context, job: Job) -> str:
-    """A re-cut proposed or under way (mig.auto) that adds the job's profile: say so, with its ETA."""
+    """A re-cut proposed or under way (mig.auto) that adds the job's profile: say so, with its ETA
+    (``mig.eta.recut_eta`` on the recorded placements: the jobs in the way end, then the steps)."""
     req = store.request_of(job)
     if req.kind != RequestKind.MIG or not req.profile:
         return ""
     now = ctx.clock.now()
     with ctx.sessions() as session:
         events = store.inventory_events(session, limit=50)
-    for e in reversed(events):
-        if now - e.at > RECUT_HINT_WINDOW_S or e.kind not in ("mig-auto", "mig-proposal"):
-            continue
-        if req.profile in (e.detail or ""):
+        stopped: set[str] = set()  # GPUs whose later re-cut stopped half-way: no promise for them
+        for e in reversed(events):
+            if e.kind == "recut" and (e.detail or "").startswith("stopped after"):
+                stopped.add(e.uuid)
+            target = target_of(e.detail or "")
+            if now - e.at > RECUT_HINT_WINDOW_S or e.kind not in ("mig-auto", "mig-proposal") or \
+                    target is None or req.profile not in target or (e.kind == "mig-auto" and e.uuid in stopped):
+                continue
+            known, eta = _eta(session, e.uuid, target, now)
+            if known and eta is None:
+                continue  # done already, or out of reach now: no promise to make
+            when = ""
+            if eta is not None:
+                when = f" in about {_about(eta.total_s)}"
+                if eta.waits_for:
+                    when += f" (once job {', '.join(str(j) for j in eta.waits_for)} ends)"
             if e.kind == "mig-auto":
-                return f"a re-cut of {e.uuid} adds {req.profile}: it should start within a minute"
-            return (f"a re-cut of {e.uuid} would add {req.profile} (proposed; an admin can run "
+                return f"a re-cut of {e.uuid} adds {req.profile}: it should start{when}"
+            return (f"a re-cut of {e.uuid} would add {req.profile}{when} (proposed; an admin can run "
                     f"`ds01q admin mig apply --gpu {e.uuid}`)")
     return ""
+
+
+def _about(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, math.ceil(seconds))} s"
+    if seconds < 5400:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _eta(session: Any, gpu_uuid: str, target: tuple[str, ...], now: float) -> tuple[bool, Eta | None]:
+    """(placements known, the ETA of re-cutting the GPU to ``target``; None when nothing is left to do)."""
+    gpu = session.get(Gpu, gpu_uuid)
+    model = gpu_model(gpu.name) if gpu is not None else None
+    insts = recorded_instances(session, gpu_uuid) if model is not None else None
+    if model is None or insts is None:
+        return False, None
+    free_at, job_of = {}, {}
+    for a in store.active_allocations(session):
+        if a.gpu_uuid == gpu_uuid:
+            holder = session.get(Job, a.job_id)
+            begin = holder.started_at if holder is not None and holder.started_at is not None else a.allocated_at
+            free_at[a.slice_uuid] = begin + (holder.time_limit_s if holder is not None else 0.0)
+            job_of[a.slice_uuid] = a.job_id
+    eta = recut_eta(model, insts, target, free_at, now)
+    if eta is None or not eta.plan.steps:
+        return True, None
+    return True, replace(eta, waits_for=tuple(str(job_of[u]) for u in eta.waits_for))
 
 
 def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from ds01q.errors import RequestError
 from ds01q.inventory.nvml import GpuRecord
 from ds01q.inventory.recut import RESERVED, Reader, Recutter, busy_slices, instances, record_of
 from ds01q.inventory.recut import release_stale_reservations as _release_stale
+from ds01q.inventory.sync import recorded_instances
 from ds01q.mig.placement import RecutPlan, plan_recut
 from ds01q.mig.profiles import is_valid_layout, require_model
 from ds01q.mig.smi import MigController
@@ -44,7 +45,8 @@ def plan_gpu(ctx: Context, gpu: str, target: Sequence[str], read: Reader) -> tup
                            f"(profiles: {', '.join(model.profile_names)}; or full)")
     with ctx.sessions() as session:
         busy = busy_slices(session, gpu)
-    return plan_recut(model, instances(rec, busy), list(target), mig_enabled=rec.mig_enabled), rec
+        recorded = recorded_instances(session, gpu)
+    return plan_recut(model, instances(rec, busy, recorded), list(target), mig_enabled=rec.mig_enabled), rec
 
 
 def release_stale_reservations(ctx: Context) -> list[str]:

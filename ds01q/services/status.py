@@ -32,6 +32,8 @@ def status(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
                 "uuid": s.uuid, "profile": s.profile, "compute_slices": s.compute_slices,
                 "gpu_compute_slices": s.gpu_compute_slices, "memory_mb": s.memory_mb, "state": state,
                 "drain_reason": s.drain_reason, "job": job.id if job else None, "user": job.user if job else None,
+                "placement": None if s.placement_start is None else
+                {"start": s.placement_start, "size": s.placement_size, "gi_id": s.gi_id},
             })
         out.append(entry)
     with ctx.sessions() as session:

@@ -1,6 +1,8 @@
 """Borrowing beyond max_gpus and reclaim by preemption, through the controller and the FakeExecutor."""
 from __future__ import annotations
 
+import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ds01q.db.models import Job
 from ds01q.services import jobs
 from ds01q.services.context import Caller
 from tests.controller.test_controller import ROOT, Harness, config_data, db_url  # noqa: F401 (fixture)
@@ -23,7 +26,7 @@ class BorrowHarness(Harness):
 
     def write_config(self, slices: list[str]) -> None:
         data: dict[str, Any] = config_data(self.tmp_path, slices)
-        data["executor"]["stop_grace_s"] = GRACE_S
+        data["scheduler"] = {"preempt_grace": f"{GRACE_S:g}s"}
         data["groups"]["student"].update(max_gpus=0.3, borrowing=True, borrow_interactive=self.borrow_interactive)
         self.config_path.write_text(yaml.safe_dump(data))
 
@@ -59,7 +62,7 @@ def test_a_borrower_is_preempted_and_requeued_for_a_within_quota_job(h: BorrowHa
     while state(h, theirs) != "RUNNING" and h.clock.now() - t0 <= GRACE_S + 2 * TICK_S:
         h.tick(advance=TICK_S)
     assert state(h, theirs) == "RUNNING"
-    assert h.clock.now() - t0 <= GRACE_S + TICK_S  # within the grace period plus one pass
+    assert h.job(theirs).started_at - t0 <= GRACE_S + TICK_S  # within the grace period plus one pass
     assert state(h, youngest) == "PENDING" and h.job(youngest).requeue_count == 1
     assert [e[0] for e in h.events(youngest)][-3:] == ["STOPPING", "PREEMPTED", "PENDING"]
     assert [state(h, j) for j in mine[:2]] == ["RUNNING", "RUNNING"]  # only the youngest went
@@ -70,11 +73,51 @@ def test_a_borrower_is_preempted_and_requeued_for_a_within_quota_job(h: BorrowHa
     assert state(h, youngest) == "PENDING" and state(h, theirs) == "RUNNING"
 
 
+def set_signal(h: Harness, job_id: int, value: dict[str, Any]) -> None:
+    with h.sessions.begin() as s:
+        s.get(Job, job_id).signal = json.dumps(value)
+
+
+def test_reclaim_sends_the_jobs_signal_then_kills_after_the_grace(h: BorrowHarness) -> None:
+    mine = [h.as_user(ALICE, mig="2g.10gb") for _ in range(3)]
+    h.tick()
+    youngest, older = mine[2], mine[1]
+    set_signal(h, youngest, {"signal": "USR1", "seconds": 60, "batch_only": False})
+    set_signal(h, older, {"signal": "USR2", "seconds": 60, "batch_only": False})
+    h.clock.advance(TICK_S)
+    theirs = h.as_user(BOB, mig="2g.10gb")
+    t0 = h.clock.now()
+    h.tick()
+    assert h.ex.signals == [(youngest, signal.SIGUSR1, False, t0)]  # the job's --signal (not B:), at once; no other job
+    while h.clock.now() < t0 + GRACE_S:  # the grace: the borrower keeps its slice, nothing is killed
+        assert ("stop", youngest) not in h.ex.calls
+        assert (state(h, youngest), state(h, theirs)) == ("STOPPING", "PENDING")
+        h.clock.advance(TICK_S)
+        h.tick()
+    assert h.clock.now() == t0 + GRACE_S and h.ex.calls.count(("stop", youngest)) == 1  # killed now
+    h.tick()  # its exit wakes the loop: one pass later the within-quota job runs
+    assert state(h, theirs) == "RUNNING" and h.job(theirs).started_at == t0 + GRACE_S
+    assert state(h, youngest) == "PENDING" and len(h.ex.signals) == 1
+
+
+def test_a_borrower_that_exits_on_its_signal_is_requeued_without_a_kill(h: BorrowHarness) -> None:
+    mine = [h.as_user(ALICE, mig="2g.10gb") for _ in range(3)]
+    h.tick()
+    youngest = mine[2]
+    theirs = h.as_user(BOB, mig="2g.10gb")
+    h.tick(advance=TICK_S)
+    assert h.ex.signals[0][:2] == (youngest, signal.SIGTERM)  # no --signal: SIGTERM
+    h.ex.finish(youngest, exit_code=0)  # it saved its state and left
+    h.tick()
+    assert state(h, theirs) == "RUNNING" and ("stop", youngest) not in h.ex.calls
+    assert state(h, youngest) == "PENDING" and h.job(youngest).requeue_count == 1
+
+
 def test_no_requeue_ends_a_preempted_borrower(h: BorrowHarness) -> None:
     mine = [h.as_user(ALICE, mig="2g.10gb", requeue=r) for r in (True, True, False)]
     h.tick()
     h.as_user(BOB, mig="2g.10gb")
-    h.tick(3, advance=TICK_S)
+    h.tick(int(GRACE_S / TICK_S) + 3, advance=TICK_S)
     job = h.job(mine[2])
     assert (job.state, job.end_reason) == ("CANCELLED", "preempted (--no-requeue)")
 
@@ -104,3 +147,16 @@ def test_a_group_may_let_interactive_sessions_borrow(tmp_path: Path, db_url: str
         assert jobs.show(h.ctx, ROOT, {"id": shell})["borrowing"] is True
     finally:
         h.engine.dispose()
+
+
+def test_a_signal_that_cannot_be_sent_falls_back_to_the_usual_stop(h: BorrowHarness) -> None:
+    mine = [h.as_user(ALICE, mig="2g.10gb") for _ in range(3)]
+    h.tick()
+    theirs = h.as_user(BOB, mig="2g.10gb")
+    h.ex.fail_signals = 1
+    h.tick()
+    assert ("signal", mine[2]) in h.ex.calls and h.ex.signals == []
+    h.tick()  # no grace is waited for a signal that never went out: stopped at once
+    assert h.ex.calls.count(("stop", mine[2])) == 1
+    h.tick()
+    assert state(h, theirs) == "RUNNING" and state(h, mine[2]) == "PENDING"

@@ -81,3 +81,52 @@ def test_config_rejects_bad_auto_values(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"mig.auto: 'sometimes' is not allowed \(allowed: true, false, propose-only\)"):
         from_dict({"mig": {"auto": "sometimes"}})
+
+
+def test_the_waiting_line_gives_the_recut_eta_from_the_jobs_in_the_way(tmp_path: Path, db_url: str,  # noqa: F811
+                                                                       fake: FakePynvml) -> None:
+    h = make(tmp_path, db_url, fake, "propose-only")
+    try:
+        big = h.submit(mig="2g.10gb")
+        h.tick()
+        small = [h.submit(mig="1g.5gb") for _ in range(4)]
+        h.tick(2, advance=1.0)
+        waiting = next(j for j in small if h.job(j).state == "PENDING")
+        event = next(e for e in status.status(h.ctx, ROOT, {"events": 50})["events"] if e["kind"] == "mig-proposal")
+        target = event["detail"].split(" to ")[1].split(":")[0].split(" + ")
+        explain = jobs.show(h.ctx, ROOT, {"id": waiting})["explain"]
+        # only free instances change: no wait, just the steps (5 s each: destroy 2g.10gb, create 1g.5gb, ...)
+        steps = len(target) - 2  # creates: the target less the kept busy 2g.10gb and 1g.5gb
+        destroys = 2  # the two free 2g.10gb
+        assert f"would add 1g.5gb in about {5 * (steps + destroys)} s (proposed" in explain
+        # a 2g.10gb job (1 h limit) takes a free 2g.10gb the re-cut needs: now it waits for that job
+        late = h.submit(mig="2g.10gb", time="1:00:00")
+        h.tick()
+        assert h.job(late).state == "RUNNING" and h.job(big).state == "RUNNING"
+        explain = jobs.show(h.ctx, ROOT, {"id": waiting})["explain"]
+        assert "would add 1g.5gb in about 61 min (once job " in explain and f"{late} ends)" in explain
+    finally:
+        h.engine.dispose()
+
+
+def test_no_eta_is_promised_for_a_recut_that_stopped(tmp_path: Path, db_url: str,  # noqa: F811
+                                                     fake: FakePynvml) -> None:
+    h = make(tmp_path, db_url, fake, True)
+    try:
+        big = h.submit(mig="2g.10gb")
+        h.tick()
+        (busy_uuid,) = h.ex.specs[big].slices
+        fake.set_instance_busy(busy_uuid)
+        for _, _, u in fake.instances(0):  # a process the daemon does not know holds every other 2g.10gb
+            if u != busy_uuid and u in [x for p, _, x in fake.instances(0) if p == "2g.10gb"]:
+                fake.set_instance_busy(u)
+        small = [h.submit(mig="1g.5gb") for _ in range(4)]
+        h.tick(2, advance=1.0)
+        kinds = [(e["kind"], e["detail"] or "") for e in status.status(h.ctx, ROOT, {"events": 50})["events"]]
+        assert any(k == "mig-auto" for k, _ in kinds)
+        assert any(k == "recut" and d.startswith("stopped after") for k, d in kinds)
+        waiting = [j for j in small if h.job(j).state == "PENDING"]
+        assert waiting and all("re-cut" not in (jobs.show(h.ctx, ROOT, {"id": j}).get("explain") or "")
+                               for j in waiting)
+    finally:
+        h.engine.dispose()

@@ -15,6 +15,7 @@ from ds01q.db.models import InventoryEvent, Slice
 from ds01q.errors import InventoryError
 from ds01q.mig.smi import MigController
 from ds01q.services import mig as mig_service
+from ds01q.services import status as status_service
 from ds01q.services.mig_recut import release_stale_reservations
 from tests.controller.test_controller import ROOT, Harness, config_data, db_url  # noqa: F401 (fixture)
 from tests.fakes.fake_pynvml import FakePynvml
@@ -157,3 +158,55 @@ def test_bad_layouts_get_one_line_errors(h: NvmlHarness, fake: FakePynvml) -> No
             mig_service.apply(h.ctx, ROOT, {"gpu": gpu_uuid(fake), "layout": layout},
                               mig=MigController(fake.nvidia_smi))
         assert "\n" not in str(err.value)
+
+
+def db_placements(h: Harness) -> dict[str, tuple[int | None, int | None, int | None]]:
+    with h.sessions() as s:
+        return {r.uuid: (r.placement_start, r.placement_size, r.gi_id)
+                for r in s.scalars(select(Slice).where(Slice.present.is_(True)))}
+
+
+def nvml_placements(fake: FakePynvml) -> dict[str, tuple[int | None, int | None, int | None]]:
+    return {m.uuid: (m.start, m.profile.memory_slices, m.gi_id) for m in fake.gpus[0].migs.values()}
+
+
+def test_the_inventory_records_each_instances_placement_and_status_shows_it(h: NvmlHarness,
+                                                                             fake: FakePynvml) -> None:
+    assert db_placements(h) == nvml_placements(fake)
+    shown = {s["uuid"]: s["placement"] for g in status_service.status(h.ctx, ROOT, {})["gpus"] for s in g["slices"]}
+    assert shown == {u: {"start": a, "size": b, "gi_id": c} for u, (a, b, c) in nvml_placements(fake).items()}
+    mig_service.apply(h.ctx, ROOT, {"gpu": gpu_uuid(fake), "layout": "2g.10gb,2g.10gb,1g.5gb,1g.5gb,1g.5gb"},
+                      mig=MigController(fake.nvidia_smi))
+    assert db_placements(h) == nvml_placements(fake)  # the re-cut's new instances too
+
+
+def test_without_nvml_privileges_the_planner_uses_the_recorded_placements(h: NvmlHarness, fake: FakePynvml) -> None:
+    job, slice_uuid = start_busy_2g(h, fake)
+    recorded = db_placements(h)
+    fake.privileged = False  # nvmlDeviceGetGpuInstanceById: NoPermission from now on
+    h.tick()
+    assert db_placements(h) == recorded  # a report without placements keeps what was recorded
+    small = [h.submit(mig="1g.5gb") for _ in range(4)]
+    h.tick()
+    r = mig_service.apply(h.ctx, ROOT, {"gpu": gpu_uuid(fake)}, mig=MigController(fake.nvidia_smi))
+    assert r["applied"] and not r["partial"]["full_drain"] and slice_uuid in r["partial"]["keep"]
+    assert h.job(job).state == "RUNNING" and (job, slice_uuid) in h.active_allocations()
+    h.tick()
+    assert all(h.job(j).state == "RUNNING" for j in small)
+    new = set(db_placements(h)) - set(recorded)
+    assert new and all(db_placements(h)[u] == (None, None, None) for u in new)  # unknown, not guessed
+
+
+def test_a_static_inventory_records_the_declared_starts(h: NvmlHarness) -> None:
+    from ds01q.inventory import static_inventory
+    from ds01q.inventory.sync import sync
+
+    gpu = {"uuid": "GPU-static-1", "name": "NVIDIA A100-PCIE-40GB",
+           "mig": [{"uuid": "MIG-s-3g", "profile": "3g.20gb", "start": 4},
+                   {"uuid": "MIG-s-2g", "profile": "2g.10gb", "start": 0},
+                   {"uuid": "MIG-s-1g", "profile": "1g.5gb", "start": 2}]}
+    with h.sessions.begin() as s:
+        sync(s, static_inventory([gpu], node="static-node"), h.clock.now(), node="static-node")
+    got = db_placements(h)
+    assert {u: got[u] for u in ("MIG-s-3g", "MIG-s-2g", "MIG-s-1g")} == {
+        "MIG-s-3g": (4, 4, None), "MIG-s-2g": (0, 2, None), "MIG-s-1g": (2, 1, None)}

@@ -21,10 +21,10 @@ def test_signal_is_sent_seconds_before_the_limit_once_per_run(h: Harness) -> Non
     assert h.job(job_id).state == "RUNNING"
     h.clock.advance(89)  # 31 s before the limit: not yet
     h.tick()
-    assert h.ex.signals == [] and signal_events(h, job_id) == []
+    assert [s[:3] for s in h.ex.signals] == [] and signal_events(h, job_id) == []
     h.clock.advance(1)  # 30 s before
     h.tick()
-    assert h.ex.signals == [(job_id, int(signal.SIGUSR1), False)]
+    assert [s[:3] for s in h.ex.signals] == [(job_id, int(signal.SIGUSR1), False)]
     assert signal_events(h, job_id) == ["signal USR1 sent to every process of the job, 30s before the time limit"]
     h.tick(3, advance=5)  # later ticks send nothing more
     assert len(h.ex.signals) == 1 and len(signal_events(h, job_id)) == 1
@@ -38,7 +38,7 @@ def test_batch_only_and_a_requeue_starts_a_new_run(h: Harness) -> None:
     h.tick()
     h.clock.advance(40)
     h.tick()
-    assert h.ex.signals == [(job_id, int(signal.SIGTERM), True)]
+    assert [s[:3] for s in h.ex.signals] == [(job_id, int(signal.SIGTERM), True)]
     jobs.requeue(h.ctx, ROOT, {"ids": [job_id]})
     h.tick(3)
     job = h.job(job_id)
@@ -47,7 +47,7 @@ def test_batch_only_and_a_requeue_starts_a_new_run(h: Harness) -> None:
     assert len(h.ex.signals) == 1  # the new run has 100 s again
     h.clock.advance(40)
     h.tick()
-    assert h.ex.signals == [(job_id, int(signal.SIGTERM), True)] * 2
+    assert [s[:3] for s in h.ex.signals] == [(job_id, int(signal.SIGTERM), True)] * 2
     assert len(signal_events(h, job_id)) == 2
 
 
@@ -69,7 +69,7 @@ def test_a_job_without_signal_or_a_failed_delivery(h: Harness) -> None:
     assert signal_events(h, failing) == ["signal USR2 sent to every process of the job, 40s before the time limit",
                                          "signal USR2 not delivered: engine said no"]
     h.tick(2, advance=5)
-    assert h.ex.signals == []  # claimed once: not retried within the run
+    assert [s[:3] for s in h.ex.signals] == []  # claimed once: not retried within the run
     h.clock.advance(40)
     h.tick(2)
     assert h.job(failing).state == "TIMEOUT" and h.job(plain).state == "TIMEOUT"

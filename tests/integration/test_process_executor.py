@@ -7,6 +7,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -440,3 +441,20 @@ def test_one_attempt_runs_once_however_often_it_is_launched(executor: ProcessExe
     second = executor.launch(dataclasses.replace(spec, attempt=4))
     assert wait_exit(executor, second).exit_code == 0 and read(spec.output_path).count("ran") == 2
     executor.remove(second)
+
+
+def test_signal_reaches_the_job_and_it_keeps_running_until_it_acts(executor: ProcessExecutor,
+                                                                   make_spec: Callable[..., LaunchSpec]) -> None:
+    spec = make_spec(["sh", "-c", "trap 'echo got usr1; exit 3' USR1; echo ready; while :; do sleep 0.1; done"])
+    h = executor.launch(spec)
+    try:
+        deadline = time.monotonic() + 10
+        while "ready" not in read(spec.output_path) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the trap is installed before "ready"
+        executor.signal(h, signal.SIGUSR1)
+        info = wait_exit(executor, h)
+    finally:
+        executor.remove(h)
+    assert info.exit_code == 3 and "got usr1" in read(spec.output_path)
+    with pytest.raises(ExecutorError, match="not running"):
+        executor.signal(h, signal.SIGUSR1)

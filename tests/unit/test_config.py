@@ -87,3 +87,14 @@ def test_security_keys_are_validated(tmp_path, text, message):
     p.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         config.load(str(p))
+
+
+def test_preempt_grace_is_a_duration_with_a_default(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("groups: {student: {}}\n")
+    assert config.load(str(p)).preempt_grace_s == 30.0
+    p.write_text("groups: {student: {}}\nscheduler: {preempt_grace: 2m}\n")
+    assert config.load(str(p)).preempt_grace_s == 120.0
+    p.write_text("groups: {student: {}}\nscheduler: {preempt_grace: soon}\n")
+    with pytest.raises(ConfigError, match=r"^scheduler.preempt_grace: 'soon' is not a duration"):
+        config.load(str(p))
