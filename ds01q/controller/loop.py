@@ -35,6 +35,7 @@ from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
 from ds01q.errors import Conflict, Ds01qError
+from ds01q.faultpoints import crash_point
 from ds01q.executors.base import ExitInfo, Handle
 from ds01q.scheduler import schedule
 from ds01q.scheduler.snapshot import CycleResult, Placement
@@ -198,6 +199,7 @@ class Controller:
 
     def record_exit(self, job_id: int, h: Handle, info: ExitInfo) -> JobState | None:
         """Record how the container ``h`` of job ``job_id`` ended (once), then remove it."""
+        crash_point("exit")  # container exited, exit not yet recorded (tests/faults)
         now = self.clock.now()
         try:
             with self.txn() as session:
@@ -252,6 +254,7 @@ class Controller:
                 elif job.id not in self.stopping:
                     stop.append((job.id, job.container))
         for job_id, ref in stop:
+            crash_point("cancel")  # stop committed (STOPPING), not yet sent (tests/faults)
             self._stop_async(job_id, ref, remove=False)
 
     def _stop_async(self, job_id: int, ref: str, remove: bool) -> None:
@@ -299,6 +302,7 @@ class Controller:
                              self.run_async, self.wake, self.clock.now)
         for p in result.placements:
             if self.assume(p, now):
+                crash_point("assume")  # placement committed, no launch yet (tests/faults)
                 self._launch_async(p.job_id)
         return result
 
@@ -362,6 +366,7 @@ class Controller:
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
                 self._launch_failed(job_id, one_line(e), count=self._executor_reachable())
                 return
+            crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
             self._launched(job_id, h)
         except Exception:
             log.exception("launch of job %s failed", job_id)
