@@ -364,8 +364,13 @@ class Controller:
             try:  # building the spec (spooling the script, parsing its #!) is part of the launch
                 h = self.executor.launch(launch_spec(self.config, job, allocs, self._cgroup_driver()))
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
-                self._launch_failed(job_id, one_line(e), count=self._executor_reachable())
-                return
+                reachable, started = self._after_failed_launch(job)
+                if started is None:
+                    self._launch_failed(job_id, one_line(e), count=reachable)
+                    return
+                log.warning("launch of job %s failed (%s), yet its container %s started: adopted", job_id,
+                            one_line(e), started.ref[:12])
+                h = started
             crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
             self._launched(job_id, h)
         except Exception:
@@ -389,15 +394,18 @@ class Controller:
         if stray:  # the job moved on while its container started: never let it run
             self._stop_async(job_id, h.ref, remove=True)
 
-    def _executor_reachable(self) -> bool:
-        """After a failed launch: is the executor there at all? A launch that failed because the
-        engine is down does not count against the job's tries (and marks the executor down)."""
+    def _after_failed_launch(self, job: Job) -> tuple[bool, Handle | None]:
+        """After a failed launch: is the executor there at all (a launch that failed because the
+        engine is down does not count against the job's tries, and marks the executor down)? And
+        did this attempt's container start anyway (the engine started it, its answer was lost)?
+        That one is adopted: forgetting the job would start it a second time."""
         try:
-            self.executor.containers()
+            found = self.executor.containers()
         except Ds01qError as e:
             self.health.executor_down(str(e), self.clock.now())
-            return False
-        return True
+            return False, None
+        mine = (f.handle for f in found if f.handle.job_id == job.id and f.attempt == job.launch_attempt and f.started)
+        return True, next(mine, None)
 
     def _cgroup_driver(self) -> str | None:
         """The configured driver; "auto" (the engine was down when the daemon started): the engine's."""

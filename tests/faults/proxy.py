@@ -33,6 +33,7 @@ class Rule:
     path: re.Pattern[str]
     action: Action
     times: int  # how many matching calls it still fails
+    hits: int = 0
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Faults:
             self.seen[key] = self.seen.get(key, 0) + 1
             for r in self.rules:
                 if r.times > 0 and r.method == method and r.path.match(path):
-                    r.times -= 1
+                    r.times, r.hits = r.times - 1, r.hits + 1
                     self.failed.append(f"{key}: {r.action if isinstance(r.action, str) else 'call'}")
                     return r.action
         return None
@@ -62,6 +63,11 @@ class Faults:
     def left(self) -> int:
         with self.lock:
             return sum(r.times for r in self.rules)
+
+    def unmet(self) -> list[str]:
+        """The rules no call has met yet."""
+        with self.lock:
+            return [f"{r.method} {r.path.pattern}" for r in self.rules if r.hits == 0]
 
 
 def _500(message: str) -> bytes:
