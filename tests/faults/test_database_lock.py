@@ -1,0 +1,82 @@
+"""Another process holds the SQLite write lock (BEGIN IMMEDIATE) for longer than the busy
+timeout while users submit and running jobs end: every client gets an id or a one-line error
+(never "database is locked", never a traceback, never a hang), the daemon resumes writing once
+the lock goes (the exits it could not record are recorded then), and no acknowledged submit is
+lost or run twice."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+from ds01q.client.api import Client
+from ds01q.db.engine import BUSY_TIMEOUT_MS
+from tests.faults.checks import MARKER_SCRIPT, check_invariants, runs
+from tests.support import Daemon, Result
+
+pytestmark = [pytest.mark.docker]
+GROUPS = {"student": {"priority": 10, "max_gpus": 7.0, "max_running_jobs": 10}}
+
+
+@pytest.mark.timeout(180)
+def test_a_database_lock_longer_than_the_busy_timeout(make_daemon: Callable[..., Daemon]) -> None:
+    d = make_daemon(groups=GROUPS)
+    marker = d.root / "marker"
+    body = MARKER_SCRIPT.format(marker=marker, sleep=1)
+    with Client(d.socket, timeout=30) as c:
+        running = c.submit_many([{"script": body, "workdir": str(d.root), "mig": "2g.10gb"}] * 3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and {c.show(i)["state"] for i in running} != {"RUNNING"}:
+            time.sleep(0.1)
+        assert {c.show(i)["state"] for i in running} == {"RUNNING"}
+
+    blocker = sqlite3.connect(str(d.root / "ds01q.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # held past the busy timeout; the three jobs end meanwhile
+    script = d.root / "m.sh"  # the CLI's jobs run in d.root too, where the marker is
+    script.write_text(body)
+    results: list[Result] = []
+    errors: list[BaseException] = []
+
+    def cli_submit() -> None:
+        try:
+            results.append(d.cli("root", "submit", "--parsable", "--gpus", "0", str(script), cwd=d.root))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=cli_submit) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.5)
+    reads = d.cli("ds01q-stu1", "queue")  # reads go on while the lock is held (WAL)
+    time.sleep(BUSY_TIMEOUT_MS / 1000 + 3 - 1.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors and len(results) == 3 and not any(t.is_alive() for t in threads), (errors, results)
+    assert reads.rc == 0 and "Traceback" not in reads.err, reads
+
+    acknowledged = []
+    for r in results:
+        text = r.out + r.err
+        assert "locked" not in text and "Traceback" not in text, r
+        if r.rc == 0:
+            acknowledged.append(int(r.out.strip()))
+        else:  # one line, saying what happened
+            assert r.rc == 1 and len(r.err.strip().splitlines()) == 1 and "database" in r.err, r
+    after = d.cli("root", "submit", "--parsable", "--gpus", "0", str(script), cwd=d.root)  # writes resume
+    assert after.rc == 0, after
+    later = int(after.out.strip())
+    ids = running + acknowledged + [later]
+    with Client(d.socket, timeout=30) as c:
+        jobs: dict[int, Any] = check_invariants(d, c, ids, marker, timeout=90)
+    assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, {i: j["state"] for i, j in jobs.items()}
+    assert runs(marker) == {i: 1 for i in ids}
+    db = sqlite3.connect(f"file:{d.root / 'ds01q.db'}?mode=ro", uri=True, timeout=30)
+    try:  # every job in the database is one somebody was told about: no submit half-done
+        assert sorted(i for (i,) in db.execute("SELECT id FROM jobs")) == sorted(ids)
+    finally:
+        db.close()
