@@ -153,14 +153,19 @@ def test_crash_at_a_point_of_the_launch(point: str, make_daemon: Callable[..., D
 def test_crash_after_a_cancel_committed_before_the_stop(make_daemon: Callable[..., Daemon],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The job is STOPPING when the daemon dies; after the restart its container is stopped (it
-    would otherwise run for 10 minutes), and it ends CANCELLED, having run once."""
+    would otherwise run for 10 minutes), and it ends CANCELLED, having run once. (The daemon may
+    die before it answers the cancel; the job ending CANCELLED shows the cancel was committed.)"""
     d = crashing_daemon(make_daemon, monkeypatch, "cancel")
     ids, marker = submit(d, 1, 600)
     with Client(d.socket, timeout=30) as c:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and c.show(ids[0])["state"] != "RUNNING":
             time.sleep(0.1)
-        assert c.cancel(ids[0])[0]["state"] == "STOPPING"
+        try:
+            answer = c.cancel(ids[0])[0]["state"]
+        except ServerUnavailable:  # the loop hit the crash point before the answer was sent: committed all the same
+            answer = "STOPPING"
+        assert answer == "STOPPING"
     killed_and_restarted(d)
     with Client(d.socket, timeout=30) as c:
         jobs = check_invariants(d, c, ids, marker, timeout=60)

@@ -21,16 +21,18 @@ STOP, REMOVE = r"/containers/[0-9a-f]+/stop", r"/containers/[0-9a-f]+"
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("action", ["500", "drop", "lose-reply"])
-def test_engine_api_errors(action: str, make_daemon: Callable[..., Daemon], monkeypatch: pytest.MonkeyPatch,
-                           tmp_path: Path) -> None:
-    """Three short jobs and one long one that is cancelled. "lose-reply" is the hardest: the engine
+@pytest.mark.parametrize("actions", [("500", "drop"), ("lose-reply", "lose-reply")], ids=["refused", "lose-reply"])
+def test_engine_api_errors(actions: tuple[str, str], make_daemon: Callable[..., Daemon],
+                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Three short jobs and one long one that is cancelled. "refused": 500 answers to create and
+    stop, calls cut before the engine on start and remove. "lose-reply" is the hardest: the engine
     created or started the container but the daemon never heard; it must not start a second."""
+    answer, cut = actions
     faults = Faults()
-    faults.add("POST", CREATE, action, times=2)
-    faults.add("POST", START, action, times=1)
-    faults.add("POST", STOP, action, times=2)
-    faults.add("DELETE", REMOVE, action, times=2)
+    faults.add("POST", CREATE, answer, times=2)
+    faults.add("POST", START, cut, times=1)
+    faults.add("POST", STOP, answer, times=2)
+    faults.add("DELETE", REMOVE, cut, times=2)
     proxy = EngineProxy(str(tmp_path / "engine.sock"), faults=faults)
     proxy.up()
     monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
