@@ -5,15 +5,19 @@ the lock goes (the exits it could not record are recorded then), and no acknowle
 lost or run twice."""
 from __future__ import annotations
 
+import errno
 import sqlite3
+import subprocess
 import threading
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from ds01q.client.api import Client
 from ds01q.db.engine import BUSY_TIMEOUT_MS
+from ds01q.errors import ServerUnavailable
 from tests.faults.checks import MARKER_SCRIPT, check_invariants, runs
 from tests.support import Daemon, Result
 
@@ -78,5 +82,64 @@ def test_a_database_lock_longer_than_the_busy_timeout(make_daemon: Callable[...,
     db = sqlite3.connect(f"file:{d.root / 'ds01q.db'}?mode=ro", uri=True, timeout=30)
     try:  # every job in the database is one somebody was told about: no submit half-done
         assert sorted(i for (i,) in db.execute("SELECT id FROM jobs")) == sorted(ids)
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs for the database's directory, so the test can fill it."""
+    path = tmp_path / "dbfs"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the file system is full; return it (delete it to free the space)."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return filler
+
+
+@pytest.mark.timeout(180)
+def test_a_full_database_disk(make_daemon: Callable[..., Daemon], small_fs: Path) -> None:
+    """The database's file system fills up while jobs run: a submit is refused with one line
+    (nothing queued), exits wait, reads go on; once space is freed everything resumes and each
+    job ends once."""
+    d = make_daemon(groups=GROUPS, database=f"sqlite:///{small_fs}/ds01q.db")
+    marker = d.root / "marker"
+    body = MARKER_SCRIPT.format(marker=marker, sleep=1)
+    req = {"script": body, "workdir": str(d.root), "mig": "2g.10gb"}
+    with Client(d.socket, timeout=30) as c:
+        ids = c.submit_many([req] * 2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and {c.show(i)["state"] for i in ids} != {"RUNNING"}:
+            time.sleep(0.1)
+        filler = fill(small_fs)
+        time.sleep(2)  # the two jobs end while the disk is full
+        with pytest.raises(ServerUnavailable) as refused:  # one try, no retry: the daemon's own answer
+            c.call("submit_many", jobs=[req], key="full-1")
+        assert str(refused.value).startswith("the database") and "locked" not in str(refused.value), refused.value
+        assert len(str(refused.value).splitlines()) == 1
+        assert {j["id"] for j in c.queue()} >= set(ids)  # reads go on
+        filler.unlink()
+        later = c.submit_many([req])  # writes resume
+        jobs = check_invariants(d, c, ids + later, marker, timeout=90)
+    assert {j["state"] for j in jobs.values()} == {"COMPLETED"}
+    assert runs(marker) == {i: 1 for i in ids + later}
+    db = sqlite3.connect(f"file:{small_fs / 'ds01q.db'}?mode=ro", uri=True, timeout=30)
+    try:  # the refused submit queued nothing
+        assert sorted(i for (i,) in db.execute("SELECT id FROM jobs")) == sorted(ids + later)
     finally:
         db.close()
