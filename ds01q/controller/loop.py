@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
@@ -373,6 +373,9 @@ class Controller:
                 h = started
             crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
             self._launched(job_id, h)
+        except OperationalError as e:  # the database locked, full or read-only: the container sweep adopts it
+            log.warning("launch of job %s: the database refused its record (%s); the container sweep adopts it",
+                        job_id, " ".join(str(e.orig).split())[:200])
         except Exception:
             log.exception("launch of job %s failed", job_id)
         finally:

@@ -9,7 +9,8 @@ body; the Docker SDK does not pipeline), and each is offered to ``Faults.decide`
 - ``"drop"``: close the connection without forwarding (a call cut before it reached the engine);
 - ``"lose-reply"``: forward the call, then cut the connection before the engine's answer
   reaches the daemon (the call took effect, the daemon does not know);
-- a callable: call it (e.g. SIGKILL the daemon), then drop the call.
+- a callable: call it (e.g. SIGKILL the daemon), then drop the call, or forward it if the
+  callable returns ``"forward"`` (e.g. take the database lock just before a container starts).
 
 A connection that upgrades (attach, exec) or sends a chunked body is pumped as raw bytes.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 ENGINE = "/var/run/docker.sock"
-Action = Union[str, Callable[[], None]]
+Action = Union[str, Callable[[], "str | None"]]
 _VERSION = re.compile(r"^/v[0-9.]+(?=/)")
 
 
@@ -165,9 +166,9 @@ class EngineProxy:
                     lose.set()
                     engine.sendall(request)
                     return  # the pump cuts both ends when the answer comes
+                elif callable(action) and action() == "forward":
+                    engine.sendall(request)
                 else:
-                    if callable(action):
-                        action()
                     raise OSError("dropped")
         except (OSError, ValueError):
             pass

@@ -18,7 +18,8 @@ import pytest
 from ds01q.client.api import Client
 from ds01q.db.engine import BUSY_TIMEOUT_MS
 from ds01q.errors import ServerUnavailable
-from tests.faults.checks import MARKER_SCRIPT, check_invariants, runs
+from tests.faults.checks import MARKER_SCRIPT, check_invariants, db_file, runs
+from tests.faults.proxy import EngineProxy, Faults
 from tests.support import Daemon, Result
 
 pytestmark = [pytest.mark.docker]
@@ -143,3 +144,47 @@ def test_a_full_database_disk(make_daemon: Callable[..., Daemon], small_fs: Path
         assert sorted(i for (i,) in db.execute("SELECT id FROM jobs")) == sorted(ids + later)
     finally:
         db.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_database_lock_between_a_start_and_its_record(make_daemon: Callable[..., Daemon],
+                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The lock is taken just as the daemon starts a container (the engine proxy does it) and held
+    past the busy timeout: the daemon cannot record RUNNING, the container runs and ends meanwhile.
+    Once the lock goes the container is found (adopted or its exit recorded), never started again."""
+    holder: list[Daemon] = []
+    blockers: list[sqlite3.Connection] = []
+
+    def lock_then_start() -> str:
+        blocker = sqlite3.connect(str(db_file(holder[0])), isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        blockers.append(blocker)
+        return "forward"
+
+    faults = Faults()
+    faults.add("POST", r"/containers/[0-9a-f]+/start", lock_then_start, times=1)
+    proxy = EngineProxy(str(tmp_path / "engine.sock"), faults=faults)
+    proxy.up()
+    monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
+    d = make_daemon(groups=GROUPS)
+    holder.append(d)
+    marker = d.root / "marker"
+    with Client(d.socket, timeout=30) as c:
+        ids = c.submit_many([{"script": MARKER_SCRIPT.format(marker=marker, sleep=1), "workdir": str(d.root),
+                              "mig": "2g.10gb"}])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and faults.unmet():
+        time.sleep(0.1)
+    assert faults.unmet() == [], d.log_tail()
+    while time.monotonic() < deadline and not runs(marker):  # the engine has started it (its answer may lag)
+        time.sleep(0.1)
+    time.sleep(BUSY_TIMEOUT_MS / 1000 + 2)  # past the busy timeout of the daemon's write of RUNNING
+    (blocker,) = blockers
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with Client(d.socket, timeout=30) as c:
+        jobs = check_invariants(d, c, ids, marker, timeout=60)
+    assert jobs[ids[0]]["state"] == "COMPLETED" and runs(marker) == {ids[0]: 1}
+    log = d.log_path.read_text()
+    assert "the database refused its record" in log, log[-3000:]  # the write of RUNNING did fail (the case under test)
+    proxy.down()
