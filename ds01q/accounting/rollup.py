@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.accounting.models import JobUsage, Rollup, RollupDirty, RollupWatermark
 from ds01q.errors import RequestError
+from ds01q.faultpoints import crash_point
 
 __all__ = [
     "PERIODS",
@@ -367,6 +368,7 @@ def rollup(session_factory: sessionmaker[Session], period: str, until: date | No
     def on_final(p0: float, p1: float, sums: dict[Key, Totals]) -> None:
         nonlocal count, written, first, last
         written += _write_period(session_factory, kind, p0, p1, sums, marks.get(p0), now)
+        crash_point("rollup")  # one period committed, the rest not yet (tests/faults)
         count += 1
         first = p0 if first is None else first
         last = p1

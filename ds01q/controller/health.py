@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import OperationalError
+
 from ds01q.errors import Ds01qError
 from ds01q.scheduler.snapshot import CycleResult, PendingInfo
 from ds01q.types import Reason
@@ -68,11 +70,13 @@ class Health:
             out = fn(*args)
         except Exception as e:  # the loop must survive anything; the next tick retries
             text = " ".join(str(e).split())[:300] or type(e).__name__
+            if isinstance(e, OperationalError):  # the database locked, full or read-only: no stack to show
+                text = "the database refused it (" + " ".join(str(e.orig).split())[:200] + "); retried every tick"
             with self._lock:
                 old = self.step_errors.get(step)
                 self.step_errors[step] = (now, text)
             if old is None or old[1] != text:  # once per new message, not every tick
-                if isinstance(e, Ds01qError):
+                if isinstance(e, (Ds01qError, OperationalError)):
                     log.warning("loop step %s failed: %s", step, text)
                 else:
                     log.exception("loop step %s failed", step)

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ds01q import accounting
@@ -37,6 +37,7 @@ from ds01q.controller.snapshot import UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
 from ds01q.errors import Conflict, Ds01qError
+from ds01q.faultpoints import crash_point
 from ds01q.executors.base import ExitInfo, Handle
 from ds01q.scheduler import schedule
 from ds01q.scheduler.snapshot import CycleResult, Placement
@@ -204,6 +205,7 @@ class Controller:
 
     def record_exit(self, job_id: int, h: Handle, info: ExitInfo) -> JobState | None:
         """Record how the container ``h`` of job ``job_id`` ended (once), then remove it."""
+        crash_point("exit")  # container exited, exit not yet recorded (tests/faults)
         now = self.clock.now()
         try:
             with self.txn() as session:
@@ -268,6 +270,7 @@ class Controller:
         for job_id, ref, sig, batch_only in signals:
             self.run_async(self._signal, job_id, ref, sig, batch_only, grace)
         for job_id, ref, grace_s in stop:
+            crash_point("cancel")  # stop committed (STOPPING), not yet sent (tests/faults)
             self._stop_async(job_id, ref, remove=False, grace_s=grace_s)
 
     def _signal(self, job_id: int, ref: str, sig: int, batch_only: bool, grace_s: float) -> None:
@@ -328,6 +331,7 @@ class Controller:
                              self.run_async, self.wake, self.clock.now)
         for p in result.placements:
             if self.assume(p, now):
+                crash_point("assume")  # placement committed, no launch yet (tests/faults)
                 self._launch_async(p.job_id)
         return result
 
@@ -389,9 +393,18 @@ class Controller:
             try:  # building the spec (spooling the script, parsing its #!) is part of the launch
                 h = self.executor.launch(launch_spec(self.config, job, allocs, self._cgroup_driver()))
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
-                self._launch_failed(job_id, one_line(e), count=self._executor_reachable())
-                return
+                reachable, started = self._after_failed_launch(job)
+                if started is None:
+                    self._launch_failed(job_id, one_line(e), count=reachable)
+                    return
+                log.warning("launch of job %s failed (%s), yet its container %s started: adopted", job_id,
+                            one_line(e), started.ref[:12])
+                h = started
+            crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
             self._launched(job_id, h)
+        except OperationalError as e:  # the database locked, full or read-only: the container sweep adopts it
+            log.warning("launch of job %s: the database refused its record (%s); the container sweep adopts it",
+                        job_id, " ".join(str(e.orig).split())[:200])
         except Exception:
             log.exception("launch of job %s failed", job_id)
         finally:
@@ -413,15 +426,18 @@ class Controller:
         if stray:  # the job moved on while its container started: never let it run
             self._stop_async(job_id, h.ref, remove=True)
 
-    def _executor_reachable(self) -> bool:
-        """After a failed launch: is the executor there at all? A launch that failed because the
-        engine is down does not count against the job's tries (and marks the executor down)."""
+    def _after_failed_launch(self, job: Job) -> tuple[bool, Handle | None]:
+        """After a failed launch: is the executor there at all (a launch that failed because the
+        engine is down does not count against the job's tries, and marks the executor down)? And
+        did this attempt's container start anyway (the engine started it, its answer was lost)?
+        That one is adopted: forgetting the job would start it a second time."""
         try:
-            self.executor.containers()
+            found = self.executor.containers()
         except Ds01qError as e:
             self.health.executor_down(str(e), self.clock.now())
-            return False
-        return True
+            return False, None
+        mine = (f.handle for f in found if f.handle.job_id == job.id and f.attempt == job.launch_attempt and f.started)
+        return True, next(mine, None)
 
     def _cgroup_driver(self) -> str | None:
         """The configured driver; "auto" (the engine was down when the daemon started): the engine's."""

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import tempfile
 
 from ds01q.errors import ExecutorError
 from ds01q.safefs import UnsafePath, open_dir
@@ -41,9 +42,8 @@ class HeldDir:
                 return
             os.makedirs(root, mode=0o700, exist_ok=True)
             os.chmod(root, 0o700)
-            staging = os.path.join(root, str(job_id))
-            self._drop(staging)
-            os.mkdir(staging, 0o700)
+            # a fresh name per launch: two daemons on one host (tests, a second instance) both have a job 1
+            staging = tempfile.mkdtemp(prefix=f"{job_id}-", dir=root)
             if _libc.mount(f"/proc/self/fd/{fd}".encode(), staging.encode(), None, MS_BIND, None) != 0:
                 err = ctypes.get_errno()
                 os.rmdir(staging)

@@ -5,6 +5,8 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from ds01q.db.audit import AuditEntry, entries
 from ds01q.services.context import Caller, Context
 from ds01q.services.validate import printable, strict_int
@@ -48,6 +50,9 @@ def record(ctx: Context, caller: Caller, op: Any, args: Any, answer: dict[str, A
             session.add(AuditEntry(at=ctx.clock.now(), uid=caller.uid, user=caller.user[:64],
                                    op=printable(name)[:64], target=_target(args if isinstance(args, dict) else {}),
                                    ok=bool(answer.get("ok")), result=_result(answer)))
+    except OperationalError as e:  # the database locked, full or read-only: one line, no stack
+        log.warning("audit record of %s by %s not written: %s", printable(name)[:64], caller.user,
+                    " ".join(str(e.orig).split())[:200])
     except Exception:
         log.exception("audit record of %s by %s failed", printable(name)[:64], caller.user)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ds01q.db import store
 from ds01q.db.models import Job, JobEvent
 from ds01q.errors import LimitError, RequestError
+from ds01q.faultpoints import crash_point
 from ds01q.inventory.sync import known_profiles, possible_profiles, slice_infos
 from ds01q.scheduler import check_request
 from ds01q.services import arrays, slurm, validate
@@ -270,6 +271,7 @@ def submit(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
         return {"id": old[0], "time_limit": format_duration(old[1]), "existing": True}
     if dry.result is not None:
         return dry.result
+    crash_point("submit")  # committed, not yet answered (tests/faults)
     ctx.wake()
     return result
 
@@ -308,5 +310,6 @@ def submit_many(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, An
         if len(old) != len(items):
             raise
         return {"ids": [old[k][0] for k in keys if k], "existing": True}
+    crash_point("submit")  # committed, not yet answered (tests/faults)
     ctx.wake()
     return {"ids": ids}

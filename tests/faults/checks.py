@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ds01q.client.api import FINAL, Client
 from tests.support import Daemon
 
@@ -32,9 +34,16 @@ def wait_all_final(c: Client, ids: list[int], timeout: float) -> dict[int, dict[
                          f"{[(i, j['state']) for i, j in jobs.items() if j['state'] not in FINAL][:10]}")
 
 
+def db_file(d: Daemon) -> Path:
+    """The daemon's SQLite file (its config's ``database``)."""
+    url = yaml.safe_load(d.config_path.read_text())["database"]
+    assert url.startswith("sqlite:///"), url
+    return Path(url[len("sqlite:///"):])
+
+
 def check_accounting(d: Daemon, completed: list[int]) -> None:
     """Each completed job has one usage row, charged from its start to its end, share × wall."""
-    db = sqlite3.connect(f"file:{d.root / 'ds01q.db'}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{db_file(d)}?mode=ro", uri=True, timeout=30)
     try:
         for job_id in completed:
             (started, ended), = db.execute("SELECT started_at, ended_at FROM jobs WHERE id = ?", (job_id,))
