@@ -1,5 +1,5 @@
 """A private Docker engine for the fault suite: its own containerd and dockerd (roots in a temporary
-directory, their own sockets, no default bridge, no iptables), so a test can SIGKILL the engine
+directory, their own sockets, their own network namespace, no iptables), so a test can SIGKILL the engine
 itself and start it again, with or without live-restore, without touching the engine other tests
 share. The test image is copied in from the shared engine (no registry).
 
@@ -8,6 +8,8 @@ outlived it is re-parented to PID 1, and where PID 1 does not reap (a container 
 it stays a zombie whose pid file makes the next dockerd wait for it for ever."""
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import signal
 import subprocess
@@ -26,6 +28,9 @@ class PrivateEngine:
         self.sock = self.root / "docker.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
+        # Its own network namespace: bridges, veths and address pools of this engine never meet the
+        # host's (a second dockerd in the host's namespace deletes or reuses the shared engine's docker0).
+        self.netns = f"ds01qpe-{os.getpid()}-{random.randrange(1 << 30):x}"
 
     @property
     def docker_host(self) -> str:
@@ -37,17 +42,24 @@ class PrivateEngine:
         conf.write_text(f'version = 2\nroot = "{self.root}/containerd-root"\nstate = "{self.root}/containerd-state"\n'
                         f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "{sock}"\n')
         with open(self.root / "containerd.log", "ab") as log:
-            self.containerd = subprocess.Popen(["containerd", "--config", str(conf)], stdout=log,
+            self.containerd = subprocess.Popen(self._in_netns(["containerd", "--config", str(conf)]), stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not sock.exists() and time.monotonic() < deadline and self.containerd.poll() is None:
             time.sleep(0.1)
         return str(sock)
 
+    def _in_netns(self, argv: list[str]) -> list[str]:
+        if not Path(f"/run/netns/{self.netns}").exists():
+            subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+            subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]  # nsenter execs: the pid is the engine's
+
     def start(self, live_restore: bool = False, timeout: float = 60) -> None:
-        args = ["dockerd", "--containerd", self._start_containerd(timeout), "--exec-opt", "native.cgroupdriver=cgroupfs", "--data-root", str(self.root / "data"),
-                "--exec-root", str(self.root / "exec"), "-H", self.docker_host, "--pidfile",
-                str(self.root / "docker.pid"), "--bridge=none", "--iptables=false", "--ip-masq=false"]
+        args = self._in_netns([
+            "dockerd", "--containerd", self._start_containerd(timeout), "--exec-opt", "native.cgroupdriver=cgroupfs",
+            "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"), "-H", self.docker_host,
+            "--pidfile", str(self.root / "docker.pid"), "--iptables=false", "--ip-masq=false"])
         if live_restore:
             args.append("--live-restore")
         with open(self.root / "dockerd.log", "ab") as log:
@@ -85,16 +97,11 @@ class PrivateEngine:
                 self.start(live_restore=False)
             except RuntimeError:
                 pass
-        bridges: list[str] = []
         if self.proc is not None and self.proc.poll() is None:
             try:
                 c = docker.DockerClient(base_url=self.docker_host, timeout=10)
                 for ct in c.containers.list(all=True):
                     ct.remove(force=True)
-                for net in c.networks.list():
-                    if net.attrs.get("Driver") == "bridge":  # each is a br-<id> link on the host
-                        bridges.append(f"br-{net.id[:12]}")
-                        net.remove()
             except Exception:
                 pass
         for p in (self.proc, self.containerd):
@@ -110,8 +117,6 @@ class PrivateEngine:
             mnt = line.split()[1]
             if mnt.startswith(str(self.root)):
                 subprocess.run(["umount", "-l", mnt], capture_output=True)
-        for link in bridges:  # what the engine left behind, so the host's address pools stay free
-            if Path(f"/sys/class/net/{link}").exists():
-                subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)  # its bridges and veths with it
         shutil.rmtree(self.root, ignore_errors=True)
 
