@@ -154,6 +154,8 @@ class Controller:
             if info is not None:
                 self.record_exit(job_id, h, info)
             self.wake()
+        except Ds01qError:  # the engine did not answer: the reap retries it (and says so)
+            self._flag_exit(job_id)
         except Exception as e:  # the reap retries it
             log.warning("exit of job %s not recorded yet: %s", job_id, one_line(e))
             self._flag_exit(job_id)

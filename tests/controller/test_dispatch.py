@@ -67,7 +67,8 @@ def test_exits_are_recorded_off_the_loop_and_removal_does_not_hold_up_the_next_l
         ctl.close()
 
 
-def test_an_exit_seen_during_its_launch_is_recorded_when_the_launch_is(tmp_path: Path, db_url: str) -> None:  # noqa: F811
+def test_an_exit_seen_during_its_launch_is_recorded_when_the_launch_is(
+        tmp_path: Path, db_url: str) -> None:  # noqa: F811
     h = Harness(tmp_path, db_url, handler=lambda spec: 0)  # every container exits at once, before its launch returns
     try:
         h.controller.inline = False
