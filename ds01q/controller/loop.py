@@ -75,6 +75,7 @@ class Controller:
         self.removing: set[str] = set()  # containers of ended jobs whose removal is queued or running
         self.usage = UsageCache()
         self.persisted: dict[int, tuple[Any, ...]] = {}
+        self.persisted_at: float | None = None  # when priorities and estimates were last all stored
         self.last_sweep = 0.0
         self.last_sample = 0.0
         self.idle = IdleTracker()
@@ -366,14 +367,22 @@ class Controller:
         for p in result.placements:
             if self.assume(p, now):
                 self._launch_async(p.job_id)
-        self._persist_reasons(result)  # after the launches: what waits is told why, but launches come first
+        self._persist_reasons(result, now)  # after the launches: what waits is told why, but launches come first
         return result
 
-    def _persist_reasons(self, result: CycleResult) -> None:
+    def _persist_reasons(self, result: CycleResult, now: float) -> None:
+        """Store why each job waits. A new reason is stored at once; its detail, priority and start
+        estimate, at most once a tick (every start moves them for many waiting jobs, e.g. "waiting behind
+        reserved job N", and a pass runs at each submit, exit and launch)."""
+        last = self.persisted_at
+        due = last is None or not last <= now < last + self.config.tick_s
+        if due:
+            self.persisted_at = now
         changed = {}
         for job_id, info in result.pending.items():
             key = (info.reason, info.detail, round(info.priority, 2), info.estimated_start)
-            if self.persisted.get(job_id) != key:
+            old = self.persisted.get(job_id)
+            if old != key and (due or old is None or old[0] != key[0]):
                 changed[job_id] = key
         if not changed:
             return

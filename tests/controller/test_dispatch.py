@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tests.controller.test_controller import Harness, db_url, h  # noqa: F401  (the harness and its fixtures)
+from tests.controller.test_controller import ROOT, Harness, db_url, h  # noqa: F401  (the harness and its fixtures)
 from ds01q.executors.base import Handle, LaunchSpec
+from ds01q.services import jobs
 
 
 def three_running_one_waiting(h: Harness) -> list[int]:  # noqa: F811
@@ -83,3 +84,21 @@ def test_an_exit_seen_during_its_launch_is_recorded_when_the_launch_is(
     finally:
         h.controller.close()
         h.engine.dispose()
+
+
+def test_a_moved_priority_is_stored_at_most_once_a_tick_a_first_reason_at_once(h: Harness) -> None:  # noqa: F811
+    *_, waiting = three_running_one_waiting(h)
+    before = h.job(waiting)
+    assert before.reason is not None and before.reason.value == "Resources"
+    jobs.set_priority(h.ctx, ROOT, {"id": waiting, "boost": 1000})
+    h.tick()  # the same instant as the last store: the pass sees the new priority, the row keeps the old one
+    assert h.job(waiting).priority == before.priority
+    assert h.controller.last_cycle().pending[waiting].priority > before.priority  # type: ignore[union-attr]
+    h.clock.advance(h.settings.current.tick_s)
+    h.tick()
+    info = h.controller.last_cycle().pending[waiting]  # type: ignore[union-attr]
+    assert h.job(waiting).priority == round(info.priority, 2)
+    late = h.submit(mig="2g.10gb")
+    h.tick()  # within the tick again: a job's first reason is stored at once
+    job = h.job(late)
+    assert job.reason is not None and job.reason.value == "Resources" and job.reason_detail
