@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -70,8 +71,14 @@ class Controller:
         self.stopping: set[int] = set()
         self.refreshes: list[Future[dict[str, Any]]] = []
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ds01q-exec")
+        # exits seen by the executor are recorded here, several at once (``on_exit``); removals of
+        # finished containers run apart from launches and exits (the slices are free already)
+        self.exits = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ds01q-exit")
+        self.cleanup = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ds01q-remove")
+        self.removing: set[str] = set()  # containers of ended jobs whose removal is queued or running
         self.usage = UsageCache()
         self.persisted: dict[int, tuple[Any, ...]] = {}
+        self.persisted_at: float | None = None  # when priorities and estimates were last all stored
         self.last_sweep = 0.0
         self.last_sample = 0.0
         self.idle = IdleTracker()
@@ -111,9 +118,53 @@ class Controller:
         return self.health.to_dict(self.clock.now(), self.config.tick_s)
 
     def on_exit(self, job_id: int) -> None:
+        """A container of ``job_id`` exited (the executor's event). Recorded on an exit thread at once,
+        several in parallel (the engine answers an inspect only after its clean-up of that container),
+        then the loop is woken to use the freed slices; ``inline``: by the next tick's reap."""
+        if self.inline or self.stop_event.is_set():
+            self._flag_exit(job_id)
+        else:
+            self._submit_exit(job_id)
+
+    def _submit_exit(self, job_id: int) -> None:
+        try:
+            self.exits.submit(self._exit_seen, job_id)
+        except RuntimeError:  # shutting down: the reap (or recovery after a restart) does it
+            self._flag_exit(job_id)
+
+    def _flag_exit(self, job_id: int) -> None:
         with self.lock:
             self.exited.add(job_id)
         self.wake()
+
+    def _exit_seen(self, job_id: int) -> None:
+        """Record the exit of ``job_id``'s container if its job is RUNNING or STOPPING; what cannot be
+        settled here (its launch is not recorded yet, the engine did not answer) is left to the reap."""
+        try:
+            with self.lock:
+                launching = job_id in self.launching
+            if launching:
+                self._flag_exit(job_id)
+                return
+            with self.session() as session:
+                job = session.get(Job, job_id)
+                ref = job.container if job is not None and job.state in (S.RUNNING.value, S.STOPPING.value) else None
+            if ref is None:  # ended already, or not started: nothing of this job's to record
+                with self.lock:
+                    launching = job_id in self.launching
+                if launching:  # relaunched meanwhile: the reap looks after the launch
+                    self._flag_exit(job_id)
+                return
+            h = Handle(job_id=job_id, ref=ref)
+            info = self.executor.poll(h)
+            if info is not None:
+                self.record_exit(job_id, h, info)
+            self.wake()
+        except Ds01qError:  # the engine did not answer: the reap retries it (and says so)
+            self._flag_exit(job_id)
+        except Exception as e:  # the reap retries it
+            log.warning("exit of job %s not recorded yet: %s", job_id, one_line(e))
+            self._flag_exit(job_id)
 
     # ------------------------------------------------------------ loop
     def run(self) -> None:
@@ -130,7 +181,9 @@ class Controller:
     def close(self) -> None:
         self.stop_event.set()
         self.wake()
+        self.exits.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+        self.cleanup.shutdown(wait=True)
         self.executor.close()
 
     def tick(self) -> CycleResult | None:
@@ -194,6 +247,9 @@ class Controller:
         for job in rows:
             if job.id in self.launching or not (full or job.id in flagged):
                 continue
+            if job.id not in flagged and not self.inline:  # the sweep: polled on the exit threads, in parallel
+                self._submit_exit(job.id)
+                continue
             h = Handle(job_id=job.id, ref=job.container or "")
             try:
                 info = self.executor.poll(h)
@@ -218,7 +274,16 @@ class Controller:
             return None
         with self.lock:
             self.stopping.discard(job_id)
-        self._remove(job_id, h.ref)
+        if self.inline:
+            self._remove(job_id, h.ref)
+        else:  # the exit is committed and the slices are free: the next launch need not wait for the removal
+            with self.lock:
+                self.removing.add(h.ref)
+            try:
+                self.cleanup.submit(self._remove, job_id, h.ref)
+            except RuntimeError:  # shutting down: the container sweep after a restart removes it
+                with self.lock:
+                    self.removing.discard(h.ref)
         return state
 
     def _remove(self, job_id: int, ref: str) -> None:
@@ -226,8 +291,11 @@ class Controller:
         (``reconcile_containers`` removes every container whose job no longer holds slices)."""
         try:
             self.executor.remove(Handle(job_id=job_id, ref=ref))
-        except Ds01qError as e:
-            log.warning("remove of job %s failed (the container sweep retries it): %s", job_id, e)
+        except Exception as e:  # Ds01qError, or anything else on the removal thread: the sweep retries
+            log.warning("remove of job %s failed (the container sweep retries it): %s", job_id, one_line(e))
+        finally:
+            with self.lock:
+                self.removing.discard(ref)
 
     def _end(self, session: Session, job: Job, info: ExitInfo, now: float) -> JobState:
         if job.stop_outcome is None and self.health.killed_in_outage(info.exit_code, info.finished_at):
@@ -324,7 +392,6 @@ class Controller:
         if not self.health.executor_ok:  # place nothing while the executor is down: all wait, saying why
             result = executor_down(result, self.health.executor_error or "")
         self._last_cycle = result
-        self._persist_reasons(result)
         if preempt(self.deps.sessions, result.victims, now):
             self.enforce(now)  # start stopping the victims in this tick
         self.autolayout.step(self.config, self.deps.sessions, result, now, lambda: read_inventory(self.config),
@@ -333,22 +400,33 @@ class Controller:
             if self.assume(p, now):
                 crash_point("assume")  # placement committed, no launch yet (tests/faults)
                 self._launch_async(p.job_id)
+        self._persist_reasons(result, now)  # after the launches: what waits is told why, but launches come first
         return result
 
-    def _persist_reasons(self, result: CycleResult) -> None:
+    def _persist_reasons(self, result: CycleResult, now: float) -> None:
+        """Store why each job waits. A new reason is stored at once; its detail, priority and start
+        estimate, at most once a tick (every start moves them for many waiting jobs, e.g. "waiting behind
+        reserved job N", and a pass runs at each submit, exit and launch)."""
+        last = self.persisted_at
+        due = last is None or not last <= now < last + self.config.tick_s
+        if due:
+            self.persisted_at = now
         changed = {}
         for job_id, info in result.pending.items():
             key = (info.reason, info.detail, round(info.priority, 2), info.estimated_start)
-            if self.persisted.get(job_id) != key:
+            old = self.persisted.get(job_id)
+            if old != key and (due or old is None or old[0] != key[0]):
                 changed[job_id] = key
         if not changed:
             return
-        with self.txn() as session:
-            for job_id, (reason, detail, prio, est) in changed.items():
-                job = session.get(Job, job_id)
-                if job is None or job.state != S.PENDING.value:
-                    continue
-                job.reason, job.reason_detail, job.priority, job.estimated_start = reason, detail or None, prio, est
+        jobs = Job.__table__
+        stmt = (update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == S.PENDING.value)
+                .values(reason=bindparam("b_reason"), reason_detail=bindparam("b_detail"),
+                        priority=bindparam("b_prio"), estimated_start=bindparam("b_est")))
+        rows = [{"b_id": job_id, "b_reason": reason, "b_detail": detail or None, "b_prio": prio, "b_est": est}
+                for job_id, (reason, detail, prio, est) in changed.items()]
+        with self.txn() as session:  # one statement, many rows; a job no longer PENDING is left alone
+            session.execute(stmt, rows)
         self.persisted.update(changed)
 
     def assume(self, p: Placement, now: float) -> bool:
@@ -410,6 +488,11 @@ class Controller:
         finally:
             with self.lock:
                 self.launching.discard(job_id)
+                exited = not self.inline and job_id in self.exited
+                if exited:
+                    self.exited.discard(job_id)
+            if exited:  # its container exited before the launch was recorded (a short job): record it now
+                self.on_exit(job_id)
             self.wake()
 
     def _launched(self, job_id: int, h: Handle) -> None:

@@ -51,6 +51,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
         return Report()
     with ctl.lock:
         busy = set(ctl.launching)
+        removing = set(ctl.removing)  # ended jobs' containers whose removal is under way (``record_exit``)
     try:
         found = ctl.executor.containers()
     except Ds01qError as e:
@@ -120,6 +121,8 @@ def reconcile_containers(ctl: Controller) -> Report | None:
                 report.recorded.append(job_id)
         except Conflict as e:
             log.info("exit of job %s: %s", job_id, e)
+    with ctl.lock:
+        keep |= removing | ctl.removing
     for f in found:
         if f.handle.ref in keep or f.handle.job_id in busy:
             continue

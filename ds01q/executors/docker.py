@@ -36,6 +36,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+from docker.models.containers import _create_container_args
 
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
@@ -66,7 +67,8 @@ from ds01q.executors.docker_api import (
 )
 from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
-from ds01q.executors.docker_net import apply_network
+from ds01q.executors.docker_net import apply_network, missing_network
+from ds01q.executors.heldmount import DEFAULT_ROOT as HELD_ROOT
 from ds01q.executors.heldmount import HeldDir, check_output
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
@@ -103,10 +105,15 @@ class DockerExecutor:
         if self._driver not in ("cgroupfs", "systemd"):
             raise ExecutorError(f"unsupported cgroup driver '{self._driver}' (allowed: cgroupfs, systemd)")
         self.name_prefix = name_prefix
+        # this instance's staging points only; the executor is made once by the daemon (or agent) that owns
+        # the instance, before any launch: what a crash left between a hold and its release goes now
+        self._held_root = os.path.join(HELD_ROOT, name_prefix)
+        HeldDir.drop_stale(self._held_root)
         self.instance = instance
         self.job_cgroups = job_cgroups and self._driver == "cgroupfs"
         self.init = init
         self.network = network  # executor.network: none | per-user | bridge (docker_net.py)
+        self._networks: set[str] = set()  # per-user networks found or made: not looked up at each launch
         self._lock = threading.Lock()
         self._last: dict[int, Usage] = {}  # last sample per job, returned at exit when the cgroup is gone
         self._known: dict[int, tuple[str, int, str | None]] = {}  # job -> (container id, State.Pid, job cgroup)
@@ -166,11 +173,23 @@ class DockerExecutor:
                     create_output_file(path, spec.uid, spec.gid, truncate=True)
         if job_cg and not cgroups.cgroup_pids(job_cg):
             self._remove_cgroup(job_cg)
-        apply_network(self.client, self.network, spec.uid, spec.user, kwargs)
-        held = HeldDir(spec.workdir, spec.uid, spec.job_id)  # mount the directory checked, not a path
+        apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
+        # mount the directory checked, not a path; staged under this instance's own root, as job ids
+        # repeat across daemons on one host (and one daemon's drop of another's staging point unmounts it)
+        held = HeldDir(spec.workdir, spec.uid, spec.job_id, root=self._held_root)
         kwargs["mounts"][0]["Source"] = held.source
         try:
-            container = self.client.containers.create(**kwargs)
+            try:
+                cid = self._create(kwargs)
+            except docker.errors.NotFound as e:
+                if isinstance(e, docker.errors.ImageNotFound) or not missing_network(e, kwargs):
+                    raise
+                self._networks.discard(kwargs["network"])  # removed since it was cached: make it again, once
+                apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
+                cid = self._create(kwargs)
+        except ExecutorError:
+            held.release()
+            raise
         except docker.errors.ImageNotFound:
             held.release()
             raise ExecutorError(f"image '{spec.image}' is not on this node") from None
@@ -183,13 +202,14 @@ class DockerExecutor:
             held.release()
             raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
-            container.start()
-            container.reload()
+            self.client.api.start(cid)
+            # the main process's pid serves sampling only where the job has no cgroup of its own
+            pid = 0 if job_cg else int(self.client.api.inspect_container(cid).get("State", {}).get("Pid") or 0)
         except docker.errors.DockerException as e:
             held.release()
             why = api_error(e)
             try:
-                self._force_remove(container.id)
+                self._force_remove(cid)
             except ExecutorError as cleanup:
                 log.warning("job %s: %s", spec.job_id, cleanup)
             if job_cg:
@@ -198,8 +218,14 @@ class DockerExecutor:
         held.release()
         with self._lock:
             self._last.pop(spec.job_id, None)
-            self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)
-        return Handle(spec.job_id, container.id)
+            self._known[spec.job_id] = (cid, pid, job_cg)
+        return Handle(spec.job_id, cid)
+
+    def _create(self, kwargs: dict[str, Any]) -> str:
+        """``containers.create`` without its inspect of the new container: the id is all a launch needs."""
+        args = dict(kwargs, version=self.client.api._version)
+        created: dict[str, Any] = self.client.api.create_container(**_create_container_args(args))
+        return str(created["Id"])
 
     def _existing(self, spec: LaunchSpec) -> Any:
         """The container already named for this (job, attempt), or None. Refuses a stranger's."""

@@ -25,9 +25,13 @@ def network_name(uid: int) -> str:
     return f"ds01q-user-{uid}"
 
 
-def ensure_user_network(client: Any, uid: int, user: str) -> str:
-    """The user's bridge network, created if missing (concurrent launches create it once)."""
+def ensure_user_network(client: Any, uid: int, user: str, known: set[str] | None = None) -> str:
+    """The user's bridge network, created if missing (concurrent launches create it once). A name in
+    ``known`` was found or created before and is not looked up again (one engine call less per launch);
+    the caller forgets it when a create names a missing network (``forget_network``)."""
     name = network_name(uid)
+    if known is not None and name in known:
+        return name
     with _lock:
         try:
             found = client.networks.list(names=[name])
@@ -40,15 +44,25 @@ def ensure_user_network(client: Any, uid: int, user: str) -> str:
                 raise ExecutorError(f"cannot create network {name}: {api_error(e)}") from None
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot create network {name}: {api_error(e)}") from None
+        if known is not None:
+            known.add(name)
     return name
 
 
-def apply_network(client: Any, mode: str, uid: int, user: str, kwargs: dict[str, Any]) -> None:
-    """Set the network of ``containers.create`` ``kwargs`` for ``mode``."""
+def missing_network(e: Exception, kwargs: dict[str, Any]) -> bool:
+    """Did a container create fail because its (cached) network is gone (removed by an admin)?"""
+    name = kwargs.get("network")
+    return (bool(name) and isinstance(e, docker.errors.NotFound)
+            and "network" in api_error(e).lower() and str(name) in api_error(e))
+
+
+def apply_network(client: Any, mode: str, uid: int, user: str, kwargs: dict[str, Any],
+                  known: set[str] | None = None) -> None:
+    """Set the network of ``containers.create`` ``kwargs`` for ``mode`` (``known``: see ``ensure_user_network``)."""
     if mode not in MODES:
         raise ExecutorError(f"network mode {mode!r} is not allowed (allowed: {', '.join(MODES)})")
     if mode == "none":
         kwargs["network_mode"] = "none"
     elif mode == "per-user":
-        kwargs["network"] = ensure_user_network(client, uid, user)
+        kwargs["network"] = ensure_user_network(client, uid, user, known)
     # bridge: Docker's default

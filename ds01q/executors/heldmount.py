@@ -63,6 +63,19 @@ class HeldDir:
         except OSError as e:
             log.warning("staging %s not removed: %s", staging, e.strerror)
 
+    @classmethod
+    def drop_stale(cls, root: str) -> None:
+        """Drop every staging point under ``root`` (one daemon's own): left by a crash between a launch's
+        hold and its release. A started container keeps its own mount; only the staging point goes."""
+        if os.geteuid() != 0:
+            return
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            cls._drop(os.path.join(root, name))
+
     def release(self) -> None:
         if self.staging:
             self._drop(self.staging)

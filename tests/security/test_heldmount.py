@@ -52,3 +52,18 @@ def test_symlinked_or_foreign_workdir_is_refused(user_dir: tuple[Path, int], tmp
     root_dir.mkdir()
     with pytest.raises(ExecutorError, match="belongs to uid 0"):
         HeldDir(str(root_dir), uid, job_id=1, root=str(tmp_path / "held"))
+
+
+def test_staging_points_left_by_a_crash_are_dropped_and_two_holds_never_share_one(
+        user_dir: tuple[Path, int], tmp_path: Path) -> None:
+    wd, uid = user_dir
+    root = str(tmp_path / "held")
+    first, second = HeldDir(str(wd), uid, job_id=1, root=root), HeldDir(str(wd), uid, job_id=1, root=root)
+    assert first.source != second.source  # job ids repeat across daemons: each launch its own point
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f" {first.source} " in mounts and f" {second.source} " in mounts
+    HeldDir.drop_stale(root)  # a new daemon of this instance, after a crash that released nothing
+    assert os.listdir(root) == []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f" {first.source} " not in mounts and f" {second.source} " not in mounts
+    assert (wd / "mine.txt").read_text() == "checked"  # the workdir itself is untouched
