@@ -205,6 +205,13 @@ def shell(ctx: click.Context, detach_keys: str, **kw: Any) -> None:
     Ctrl-C while waiting withdraws the request. In the shell, the detach keys
     (Ctrl-P Ctrl-Q) leave the session running (`ds01q attach ID` resumes it);
     `exit` or Ctrl-D ends the session, and the job, with the shell's exit code.
+
+    \b
+    Examples:
+      ds01q shell --mig 2g.10gb              # one MIG slice; the shell opens when one is free
+      ds01q shell --gpus 1 --time 4h         # a whole GPU for at most 4 hours
+      ds01q shell --gpus 0 --cpus 4 --mem 16g  # CPU only
+      ds01q shell --mig 1g.5gb --image ds01q/busybox:test --detach-keys ctrl-x,ctrl-y
     """
     keys = parse_detach_keys(detach_keys)
     with _client(ctx) as c:
@@ -234,6 +241,11 @@ def attach(ctx: click.Context, job_id: int, detach_keys: str) -> None:
     """Connect this terminal to a running interactive session (owner or admin).
 
     Resumes your detached shell in the job if there is one, else opens another.
+
+    \b
+    Examples:
+      ds01q attach 42                        # back into job 42's shell after Ctrl-P Ctrl-Q
+      ds01q attach 42 --detach-keys ctrl-x,ctrl-y
     """
     keys = parse_detach_keys(detach_keys)
     with _client(ctx) as c:
