@@ -126,6 +126,13 @@ class Controller:
         else:
             self._submit_exit(job_id)
 
+    def on_engine_lost(self, error: str) -> None:
+        """The executor's event stream broke: the engine is down or restarting. Marked down at once (the
+        container sweep marks it up again), so that a restart quicker than a sweep is still an outage: an
+        engine without live-restore kills its containers, and those runs are lost, not failed."""
+        self.health.executor_down(f"lost the engine: {error}", self.clock.now())
+        self.wake()
+
     def _submit_exit(self, job_id: int) -> None:
         try:
             self.exits.submit(self._exit_seen, job_id)
@@ -168,7 +175,7 @@ class Controller:
 
     # ------------------------------------------------------------ loop
     def run(self) -> None:
-        self.health.guard("watch", self.clock.now(), self.executor.watch, self.on_exit)
+        self.health.guard("watch", self.clock.now(), self.executor.watch, self.on_exit, self.on_engine_lost)
         self.health.guard("recover", self.clock.now(), self.recover)
         while not self.stop_event.is_set():
             self.wake_event.clear()

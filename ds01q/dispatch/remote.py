@@ -201,7 +201,7 @@ class RemoteExecutor:
                         out[job_id] = Handle(job_id=job_id, ref=node_ref(n.name, container))
         return out
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:  # each agent watches its own engine
         with self.sessions() as session:
             last = max((r.id for r in nodes.exits_after(session, 0)[-1:]), default=0)
 

@@ -183,8 +183,10 @@ class Executor(Protocol):
         Raises ExecutorError when the executor cannot be reached."""
         ...
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
-        """Call ``on_exit(job_id)`` from a background thread when a job dies. Never raises."""
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        """Call ``on_exit(job_id)`` from a background thread when a job dies, and ``on_lost(error)`` when
+        the executor loses its engine (the event stream broke: the engine may be restarting, and what it
+        does to its containers meanwhile is not the jobs' doing). Never raises."""
         ...
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ class DeferredExecutor:
         self._retry_s = retry_s
         self._lock = threading.Lock()
         self._on_exit: Callable[[int], None] | None = None
+        self._on_lost: Callable[[str], None] | None = None
 
     def real(self) -> Any:
         """The real executor, built now if it can be; ExecutorError while it cannot."""
@@ -47,7 +48,7 @@ class DeferredExecutor:
         if real is None:
             raise ExecutorError(self._error)
         if self._on_exit is not None:
-            real.watch(self._on_exit)
+            real.watch(self._on_exit, self._on_lost)
         return real
 
     def cgroup_driver(self) -> str:
@@ -77,10 +78,10 @@ class DeferredExecutor:
     def containers(self) -> list[Found]:
         return self.real().containers()  # type: ignore[no-any-return]
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
-        self._on_exit = on_exit
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        self._on_exit, self._on_lost = on_exit, on_lost
         if self._real is not None:
-            self._real.watch(on_exit)
+            self._real.watch(on_exit, on_lost)
 
     def close(self) -> None:
         if self._real is not None:

@@ -121,6 +121,7 @@ class DockerExecutor:
         self._watch_thread: threading.Thread | None = None
         self._watch_stream: Any = None
         self._on_exit: Callable[[int], None] | None = None
+        self._on_lost: Callable[[str], None] | None = None
         self._closed = threading.Event()
 
     # ---------------------------------------------------------------- naming
@@ -434,8 +435,8 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------- events
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
-        self._on_exit = on_exit
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        self._on_exit, self._on_lost = on_exit, on_lost
         if self._watch_thread is not None and self._watch_thread.is_alive():
             return
         self._closed.clear()
@@ -455,9 +456,13 @@ class DockerExecutor:
                 for event in stream:
                     since = int(event.get("time") or time.time())
                     self._dispatch(event)
+                lost = "the engine closed the event stream"
             except Exception as e:  # the engine restarted, the socket broke, ...
-                if not self._closed.is_set():
-                    log.warning("docker event stream failed, reconnecting: %s", one_line(e))
+                lost = one_line(e)
+            if not self._closed.is_set():
+                log.warning("docker event stream failed, reconnecting: %s", lost)
+                if self._on_lost is not None:
+                    self._on_lost(lost)
             self._watch_stream = None
             self._closed.wait(1.0)
 

@@ -70,6 +70,7 @@ class FakeExecutor:
         self.down: str | None = None  # set to an error text: every call raises ExecutorError (engine down)
         self.closed = False
         self.on_exit: Callable[[int], None] | None = None
+        self.on_lost: Callable[[str], None] | None = None
         self._jobs: dict[str, _Job] = {}  # by handle ref
         self._launches: dict[int, int] = {}  # launch calls per job id
         self._cpu: dict[int, float] = {}  # set_cpu values per job id
@@ -167,9 +168,15 @@ class FakeExecutor:
             self._check_up()
             return [Found(j.handle, j.attempt, j.exit) for j in self._jobs.values()]
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
-        """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends."""
-        self.on_exit = on_exit
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends.
+        ``on_lost`` is called by ``lose_engine``."""
+        self.on_exit, self.on_lost = on_exit, on_lost
+
+    def lose_engine(self, error: str = "fake: the event stream broke") -> None:
+        """What the Docker executor reports when its engine's event stream breaks (a restart)."""
+        if self.on_lost is not None:
+            self.on_lost(error)
 
     def close(self) -> None:
         """Only sets ``closed``; jobs keep their state."""

@@ -408,8 +408,8 @@ class ProcessExecutor:
 
     # ---------------------------------------------------------------- watching
 
-    def watch(self, on_exit: Callable[[int], None]) -> None:
-        self._on_exit = on_exit
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        self._on_exit = on_exit  # no engine to lose: ``on_lost`` is never called
         if self._watch_thread is not None and self._watch_thread.is_alive():
             return
         self._closed.clear()

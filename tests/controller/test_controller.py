@@ -69,7 +69,7 @@ class Harness:
         self.controller = Controller(LoopDeps(settings=self.settings, sessions=self.sessions, executor=self.ex,
                                               clock=self.clock, terminals=lambda j: self.attached.get(j, 0)),
                                      inline=True)
-        self.ex.watch(self.controller.on_exit)
+        self.ex.watch(self.controller.on_exit, self.controller.on_engine_lost)
         self.ctx = Context(settings=self.settings, sessions=self.sessions, clock=self.clock, loop=self.controller)
         with self.sessions.begin() as s:
             sync(s, static_inventory(list(self.settings.current.inventory_gpus), node="local"), T0, node="local")

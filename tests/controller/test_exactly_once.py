@@ -232,6 +232,23 @@ def test_a_job_killed_by_an_engine_restart_ends_node_fail_and_requeues(h: Harnes
     assert ("NODE_FAIL", "container stopped by a Docker engine restart") in h.events(job_id)
 
 
+def test_an_engine_restart_quicker_than_a_sweep_is_still_an_outage(h: Harness) -> None:
+    """``systemctl restart docker``: the event stream breaks, the engine is back before the next
+    sweep, and without live-restore it has killed the job's container (137)."""
+    job_id = h.submit()
+    h.tick()
+    h.clock.advance(100)
+    h.ex.lose_engine("connection reset by peer")  # the executor's event stream broke
+    assert h.controller.health.executor_error is not None  # down at once, not at the next sweep
+    h.clock.advance(2)
+    h.ex.finish(job_id, exit_code=137)  # killed by the restarted engine's restore
+    h.tick(advance=6)
+    h.tick()
+    states = [e[0] for e in h.events(job_id)]
+    assert states[3:6] == ["NODE_FAIL", "PENDING", "STARTING"], states
+    assert h.controller.health.executor_error is None  # the sweep saw the engine back
+
+
 def test_a_job_that_failed_on_its_own_stays_failed(h: Harness) -> None:
     job_id = h.submit()
     h.tick()

@@ -5,6 +5,8 @@
   NODE_FAIL and the batch job is requeued and completes on its second run.
 - With live-restore, the containers live through the engine's restart: each job runs once and
   completes, and nothing ends NODE_FAIL.
+- A restart quicker than the daemon's container sweep is seen all the same: the executor's event
+  stream breaks, and the daemon marks the engine down at once.
 Either way the daemon keeps answering while the engine is away, and nothing is left held."""
 from __future__ import annotations
 
@@ -46,16 +48,20 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, d: Daemon | Non
     raise AssertionError(f"timed out waiting for {what}\n{log}")
 
 
-def run_and_kill_engine(d: Daemon, engine: PrivateEngine, live_restore: bool) -> tuple[list[int], dict[int, Any]]:
+def run_and_kill_engine(d: Daemon, engine: PrivateEngine, live_restore: bool,
+                        quick: bool = False) -> tuple[list[int], dict[int, Any]]:
+    """``quick``: the engine is started again at once, before the daemon's next container sweep
+    (``systemctl restart docker``); otherwise only once the daemon shows it down."""
     marker = d.root / "marker"
     with Client(d.socket, timeout=30) as c:
         ids = c.submit_many([{"script": MARKER_SCRIPT.format(marker=marker, sleep=30), "workdir": str(d.root),
                               "mig": "2g.10gb"} for _ in range(2)])
         wait_for(lambda: all(c.show(i)["state"] == "RUNNING" for i in ids), 120, "both jobs RUNNING", d)
         engine.kill()  # well before the 30 s jobs end
-        wait_for(lambda: c.status()["daemon"]["executor"] == "down", 20, "the executor shown down", d)
-        assert c.submit_many([{"script": "true\n", "workdir": str(d.root), "hold": True}])  # still serving
-        time.sleep(1)
+        if not quick:
+            wait_for(lambda: c.status()["daemon"]["executor"] == "down", 20, "the executor shown down", d)
+            assert c.submit_many([{"script": "true\n", "workdir": str(d.root), "hold": True}])  # still serving
+            time.sleep(1)
         engine.start(live_restore=live_restore)
         jobs = wait_all_final(c, ids, 120)
         wait_for(lambda: c.status()["daemon"]["executor"] == "up", 30, "the executor back up", d)
@@ -78,6 +84,17 @@ def test_engine_killed_without_live_restore_requeues_the_lost_runs(make_daemon: 
         assert states.count("NODE_FAIL") == 1 and states.count("COMPLETED") == 1, (i, states)
         assert states[states.index("NODE_FAIL") + 1] == "PENDING", (i, states)
         assert jobs["runs"][i] == 2, (i, jobs["runs"])  # the killed run, then the requeued one
+
+
+@pytest.mark.timeout(300)
+def test_a_quick_engine_restart_without_live_restore_requeues_the_lost_runs(make_daemon: Callable[..., Daemon],
+                                                                          engine: PrivateEngine) -> None:
+    d = make_daemon()  # the fixture's engine runs without live-restore
+    ids, jobs = run_and_kill_engine(d, engine, live_restore=False, quick=True)
+    for i in ids:
+        states = [e["state"] for e in jobs[i]["events"]]
+        assert jobs[i]["state"] == "COMPLETED" and states.count("NODE_FAIL") == 1, (i, states)
+        assert jobs["runs"][i] == 2, (i, jobs["runs"])
 
 
 @pytest.mark.timeout(300)
