@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -265,3 +265,23 @@ class InProcessDaemon(Daemon):
             srv.shutdown()
             server.shutdown(self.daemon, srv)
             self.srv = None
+
+
+@contextmanager
+def process_daemon(prefix: str) -> Iterator[Daemon]:
+    """A daemon with the process executor (no Docker) in a fresh directory, root in the admin group;
+    stopped and removed afterwards, and its log must hold no traceback."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    d = Daemon(root=root, config_path=root / "ds01q.yaml")
+    cfg = base_config(root, executor={"kind": "process"})
+    cfg["users"]["root"] = {"group": "admin"}
+    d.write_config(cfg)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        log = d.log_path.read_text() if d.log_path.exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+    assert "Traceback" not in log, log[-3000:]

@@ -3,28 +3,20 @@ the whole queue is far above one protocol line (4 MiB), so the client asks for i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from ds01q.client.api import Client
 from ds01q.protocol import MAX_LINE
-from tests.support import Daemon, base_config
+from tests.support import process_daemon
 
 TASKS = 10_000
 
 
 def test_queue_of_30000_pending_jobs() -> None:
-    root = Path(tempfile.mkdtemp(prefix="ds01q-bigq-", dir="/tmp"))
-    root.chmod(0o755)
-    d = Daemon(root=root, config_path=root / "ds01q.yaml")
-    cfg = base_config(root, executor={"kind": "process"})
-    cfg["users"]["root"] = {"group": "admin"}
-    d.write_config(cfg)
-    d.start()
-    try:
+    with process_daemon("ds01q-bigq-") as d:
+        root = d.root
         script = str(root / "task.sh")
         Path(script).write_text("#!/bin/sh\necho $SLURM_ARRAY_TASK_ID\n")
         firsts = []
@@ -43,6 +35,3 @@ def test_queue_of_30000_pending_jobs() -> None:
         lines = r.stdout.splitlines()
         assert len(lines) == 1 + 3 * TASKS and lines[1].split()[0] == f"{firsts[0]}_0"
         assert lines[-1].split()[0] == f"{firsts[2]}_{TASKS - 1}" and "(Held)" in lines[-1]
-    finally:
-        d.stop()
-        shutil.rmtree(root, ignore_errors=True)

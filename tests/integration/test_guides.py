@@ -9,12 +9,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, base_config
+from tests.support import process_daemon
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -37,14 +36,8 @@ def test_every_command_of_the_guide_runs(guide: str) -> None:
     files, commands = blocks(DOCS / guide)
     assert len(commands) >= 12 and all(c.startswith("ds01q ") or c.startswith("cat ") or c.startswith("grep ")
                                        for c in commands), commands
-    root = Path(tempfile.mkdtemp(prefix="ds01q-guide-", dir="/tmp"))
-    root.chmod(0o755)
-    d = Daemon(root=root, config_path=root / "ds01q.yaml")
-    cfg = base_config(root, executor={"kind": "process"})
-    cfg["users"]["root"] = {"group": "admin"}
-    d.write_config(cfg)
-    d.start()
-    try:
+    with process_daemon("ds01q-guide-") as d:
+        root = d.root
         bin_dir = root / "bin"
         bin_dir.mkdir()
         (bin_dir / "ds01q").write_text(f"#!/bin/sh\nexec {sys.executable} -m ds01q.cli.main \"$@\"\n")
@@ -62,8 +55,3 @@ def test_every_command_of_the_guide_runs(guide: str) -> None:
             assert r.returncode == 0 and "Traceback" not in r.stderr, (command, r.stdout, r.stderr)
             assert all(line.startswith("ds01q: ") and "error" not in line.lower()  # warnings and progress only
                        for line in r.stderr.splitlines()), (command, r.stderr)
-    finally:
-        d.stop()
-        log = d.log_path.read_text() if d.log_path.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-    assert "Traceback" not in log, log[-3000:]

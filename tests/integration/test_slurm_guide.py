@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from tests.support import Daemon, base_config
+from tests.support import process_daemon
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "slurm-guide.md"
 FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)
@@ -31,14 +29,8 @@ def blocks() -> tuple[dict[str, str], list[str]]:
 def test_every_command_of_the_slurm_guide_runs() -> None:
     files, commands = blocks()
     assert set(files) == {"train.sh", "sweep.sh"} and len(commands) >= 12
-    root = Path(tempfile.mkdtemp(prefix="ds01q-guide-", dir="/tmp"))
-    root.chmod(0o755)
-    d = Daemon(root=root, config_path=root / "ds01q.yaml")
-    cfg = base_config(root, executor={"kind": "process"})
-    cfg["users"]["root"] = {"group": "admin"}
-    d.write_config(cfg)
-    d.start()
-    try:
+    with process_daemon("ds01q-guide-") as d:
+        root = d.root
         bin_dir = root / "bin"
         bin_dir.mkdir()
         (bin_dir / "ds01q").write_text(f"#!/bin/sh\nexec {sys.executable} -m ds01q.cli.main \"$@\"\n")
@@ -51,8 +43,3 @@ def test_every_command_of_the_slurm_guide_runs() -> None:
                                text=True, timeout=60)
             assert r.returncode == 0 and "Traceback" not in r.stderr, (command, r.stdout, r.stderr)
             assert all(line.startswith("ds01q: warning: ") for line in r.stderr.splitlines()), (command, r.stderr)
-    finally:
-        d.stop()
-        log = d.log_path.read_text() if d.log_path.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-    assert "Traceback" not in log, log[-3000:]
