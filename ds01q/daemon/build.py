@@ -64,6 +64,7 @@ def build(config_path: str | None) -> Daemon:
     upgrade(cfg.database)
     settings = ConfigRef(cfg)
     sessions = make_sessionmaker(make_engine(cfg.database))
+    reader = None  # ``ds01q logs``: read here, or (several nodes) by the job's node
     try:
         if cfg.dispatch.kind == "rq":  # several nodes: every job runs through a node's agent
             from ds01q.dispatch.remote import RemoteExecutor
@@ -74,6 +75,7 @@ def build(config_path: str | None) -> Daemon:
             # the user's slice as a systemd slice name: each agent's executor turns it into the
             # form its own engine's cgroup driver needs (cgroups.normalize_parent)
             driver = None if cfg.executor.cgroup_driver == "none" else "systemd"
+            reader = executor.read_output
         else:
             executor, driver = make_executor(cfg)
     except ExecutorError:
@@ -84,7 +86,6 @@ def build(config_path: str | None) -> Daemon:
     terminals = Terminals()
     controller = Controller(LoopDeps(settings=settings, sessions=sessions, executor=executor,
                                      terminals=terminals.count, cgroup_driver=driver))
-    reader = getattr(executor, "read_output", None)  # several nodes: the job's node reads its output
     ctx = Context(settings=settings, sessions=sessions, loop=controller,
                   **({"read_output": reader} if reader is not None else {}))
     controller.refresh_inventory(wait=False)
