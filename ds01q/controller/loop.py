@@ -323,7 +323,7 @@ class Controller:
     # ------------------------------------------------------------ limits and stops
     def enforce(self, now: float) -> None:
         stop: list[tuple[int, str, float]] = []
-        signals: list[tuple[int, str, int]] = []
+        signals: list[tuple[int, str, int, bool]] = []
         grace, stop_grace = self.config.preempt_grace_s, self.config.executor.stop_grace_s
         with self.txn() as session:
             for job in store.jobs_in(session, (S.RUNNING.value,)):
