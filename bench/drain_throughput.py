@@ -1,10 +1,14 @@
-"""Drain N one-slice jobs over S slices through ds01q's Docker executor, beside plain `docker run`
-of the same containers with S at a time, measured in the same run. Prints figures; asserts nothing.
+"""Drain N one-slice jobs over S slices through ds01q's Docker executor, beside `docker run` with S at
+a time, measured in the same run. Prints figures; asserts nothing.
 
     python bench/drain_throughput.py [--jobs 200] [--slices 8] [--repeat 3] [--json]
 
-Each round runs both, alternating which goes first; the figures are medians over the rounds (``ratio``
-is the median of each round's own ratio), with the load average at the end of each round.
+Two `docker run` baselines: ``plain`` is ``docker run --rm IMAGE true``; ``same`` runs the same containers
+ds01q runs: its flags are read back (``docker inspect``) from a container the daemon started for a job of
+this benchmark (user, environment, workdir and script bind mounts, ``--init``, ``--cap-drop ALL``,
+``no-new-privileges``, the user's network, the cgroup parent, the pids limit, the output wrapper).
+Each round runs all three, rotating which goes first; the figures are medians over the rounds (each
+``ratio`` is the median of the rounds' own ratios), with the load average at the end of each round.
 """
 from __future__ import annotations
 
@@ -27,12 +31,44 @@ from ds01q.types import JobState  # noqa: E402
 IMAGE = "ds01q/busybox:test"
 
 
-def plain(jobs: int, width: int) -> float:
+def plain(jobs: int, width: int, args: list[str] | None = None) -> float:
+    """``jobs`` times ``docker run --rm [args]``, ``width`` at a time; ``args`` defaults to the bare image and ``true``."""
+    argv = ["docker", "run", "--rm", *(args or [IMAGE, "true"])]
     t = time.perf_counter()
     with ThreadPoolExecutor(width) as pool:
-        list(pool.map(lambda _: subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True,
-                                               capture_output=True), range(jobs)))
+        list(pool.map(lambda _: subprocess.run(argv, check=True, capture_output=True), range(jobs)))
     return time.perf_counter() - t
+
+
+def same_container(d: BenchDaemon) -> list[str]:
+    """`docker run` arguments for the container ds01q starts for a job of this benchmark, read back with
+    `docker inspect` from a running one (its per-job names and the daemon's own labels left out)."""
+    hold = d.script("hold.sh", "sleep 30\n")
+    with Client(d.sock) as c:
+        job = c.submit(hold, workdir=str(d.root), mig="1g.5gb")
+        for _ in range(600):
+            if c.show(job)["state"] == "RUNNING":
+                break
+            time.sleep(0.05)
+        ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=ds01q.job={job}", "--filter",
+                              f"label=ds01q.instance={d.root.name.replace('_', '-')}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        attrs = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True,
+                                          check=True).stdout)[0]
+        c.cancel(job)
+    cfg, host = attrs["Config"], attrs["HostConfig"]
+    script = d.script("same.sh", "true\n")
+    out = str(d.root / "same.out")
+    args = ["--user", cfg["User"], "--workdir", cfg["WorkingDir"], "--network", host["NetworkMode"],
+            "--security-opt", ",".join(host["SecurityOpt"]), "--cap-drop", "ALL", "--pids-limit", str(host["PidsLimit"]),
+            # the daemon names one cgroup per job under this parent; here all share the parent
+            "--cgroup-parent", host["CgroupParent"].rsplit("/", 1)[0],
+            "--mount", f"type=bind,src={d.root},dst={cfg['WorkingDir']}",
+            "--mount", f"type=bind,src={script},dst=/ds01q/job,readonly"]
+    args += ["--init"] if host.get("Init") else []
+    for e in cfg["Env"]:
+        args += ["--env", "DS01Q_OUTPUT=" + out if e.startswith("DS01Q_OUTPUT=") else e]
+    return [*args, cfg["Image"], *cfg["Cmd"]]
 
 
 def through_ds01q(d: BenchDaemon, jobs: int) -> float:
@@ -41,13 +77,14 @@ def through_ds01q(d: BenchDaemon, jobs: int) -> float:
         t = time.perf_counter()
         ids = [c.submit(script, workdir=str(d.root), mig="1g.5gb") for _ in range(jobs)]
         left = list(ids)
-        # the earliest job not seen ended, one `show` each 50 ms: a `queue` of every job 20 times a
-        # second took about a third of the daemon's request thread (py-spy), on the cores being measured
+        # the earliest job not seen ended, one `show` each 0.2 s (as `Client.wait`): a `queue` of every job
+        # 20 times a second took about a third of the daemon's request thread (py-spy), on the cores being
+        # measured, and a `show` every 50 ms 6 % of the daemon's samples
         while left:
             if JobState(c.show(left[0])["state"]).is_final:
                 left.pop(0)
             else:
-                time.sleep(0.05)
+                time.sleep(0.2)
         elapsed = time.perf_counter() - t
         bad = [i for i in ids if c.show(i)["state"] != "COMPLETED"]
     if bad:
@@ -75,23 +112,30 @@ def main() -> None:
         inv[-1]["mig"] = inv[-1]["mig"][: per_gpu - extra]
     subprocess.run(["docker", "run", "--rm", IMAGE, "true"], check=True, capture_output=True)
     rounds = []
+    order = ["ds01q", "plain", "same"]
     for r in range(a.repeat):
         t: dict[str, float] = {}
-        for which in (("ds01q", "plain") if r % 2 == 0 else ("plain", "ds01q")):
-            if which == "ds01q":
-                with BenchDaemon(inv) as d:
+        for which in order[r % 3:] + order[:r % 3]:
+            with BenchDaemon(inv) as d:  # the same-container run uses the daemon's workdir and network
+                if which == "ds01q":
                     t[which] = through_ds01q(d, a.jobs)
-            else:
-                t[which] = plain(a.jobs, a.slices)
-        row = {"round": r + 1, "docker_run_s": round(t["plain"], 2), "ds01q_s": round(t["ds01q"], 2),
-               "ratio": round(t["ds01q"] / t["plain"], 3), "load": load()}
+                elif which == "same":
+                    args = same_container(d)
+                    t[which] = plain(a.jobs, a.slices, args)
+                else:
+                    t[which] = plain(a.jobs, a.slices)
+        row = {"round": r + 1, "docker_run_s": round(t["plain"], 2), "docker_run_same_s": round(t["same"], 2),
+               "ds01q_s": round(t["ds01q"], 2), "ratio": round(t["ds01q"] / t["plain"], 3),
+               "ratio_same": round(t["ds01q"] / t["same"], 3), "load": load()}
         rounds.append(row)
         if a.repeat > 1 and not a.json:
             print("  ".join(f"{k}: {v}" for k, v in row.items()), flush=True)
     out = {"jobs": a.jobs, "slices": a.slices, "rounds": a.repeat,
            "docker_run_s": round(statistics.median(x["docker_run_s"] for x in rounds), 2),
+           "docker_run_same_s": round(statistics.median(x["docker_run_same_s"] for x in rounds), 2),
            "ds01q_s": round(statistics.median(x["ds01q_s"] for x in rounds), 2),
-           "ratio": round(statistics.median(x["ratio"] for x in rounds), 3), "load": load()}
+           "ratio": round(statistics.median(x["ratio"] for x in rounds), 3),
+           "ratio_same": round(statistics.median(x["ratio_same"] for x in rounds), 3), "load": load()}
     if a.json:
         out["each"] = rounds
     print(json.dumps(out) if a.json else "\n".join(f"{k:>14}: {v}" for k, v in out.items()))

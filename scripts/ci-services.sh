@@ -75,10 +75,18 @@ start_dockerd() {
     wait_docker "$DOCKERD_PID"
 }
 
+# the engine behind /var/run/docker.sock, by its default pid file: a test's private engine (own socket,
+# own pid file) is another dockerd and must not pass for it
+main_dockerd() {
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && echo "$pid"
+}
+
 if ! docker info >/dev/null 2>&1; then
-    if pgrep -x dockerd >/dev/null 2>&1; then
+    if MAIN_PID=$(main_dockerd); then
         log "dockerd is running but not answering yet; waiting"
-        wait_docker "$(pgrep -xo dockerd)" || die "dockerd does not answer; see $DOCKERD_LOG"
+        wait_docker "$MAIN_PID" || die "dockerd does not answer; see $DOCKERD_LOG"
     elif ! start_dockerd; then
         kill "$DOCKERD_PID" 2>/dev/null || true
         wait "$DOCKERD_PID" 2>/dev/null || true

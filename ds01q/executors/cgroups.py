@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 
 from ds01q.errors import ExecutorError
@@ -87,8 +88,26 @@ def _unescape(s: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
+MOUNTS_FRESH_S = 10.0  # how long this process's own cgroup mounts are taken as read
+_own_mounts: tuple[float, list[CgroupMount]] | None = None
+
+
 def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[CgroupMount]:
-    """All cgroup v1 and v2 mounts of this mount namespace."""
+    """All cgroup v1 and v2 mounts of this mount namespace. This process's own are read again at most
+    every ``MOUNTS_FRESH_S`` (its mountinfo lists every container's mounts too: long to read on a busy
+    engine, at each launch, exit and removal; cgroup hierarchies are mounted at boot)."""
+    global _own_mounts
+    own = mountinfo == "/proc/self/mountinfo"
+    now = time.monotonic()
+    if own and _own_mounts is not None and 0 <= now - _own_mounts[0] < MOUNTS_FRESH_S:
+        return list(_own_mounts[1])
+    out = _read_cgroup_mounts(mountinfo)
+    if own:
+        _own_mounts = (now, out)
+    return list(out)
+
+
+def _read_cgroup_mounts(mountinfo: str) -> list[CgroupMount]:
     out: list[CgroupMount] = []
     try:
         with open(mountinfo) as f:

@@ -355,9 +355,15 @@ class DockerExecutor:
 
     @_engine_errors
     def remove(self, handle: Handle) -> None:
-        attrs = self._inspect(handle)
-        job_cg = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_CGROUP) if attrs else None
-        self._force_remove(attrs["Id"] if attrs else self._ref(handle))
+        with self._lock:
+            known = self._known.get(handle.job_id)
+        if known is not None and handle.ref == known[0]:  # launched here: its id and cgroup are known
+            ref, job_cg = known[0], known[2]
+        else:
+            attrs = self._inspect(handle)
+            job_cg = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_CGROUP) if attrs else None
+            ref = attrs["Id"] if attrs else self._ref(handle)
+        self._force_remove(ref)
         if job_cg:
             self._remove_cgroup(job_cg)
         with self._lock:

@@ -39,3 +39,82 @@ def test_a_locked_database_is_one_line_in_bounded_time(tmp_path: Path) -> None:
         blocker.close()
     finally:
         h.engine.dispose()
+
+
+def _writes(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from ds01q.db.engine import make_sessionmaker
+    engine = make_engine(f"sqlite:///{tmp_path}/w.db")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (who TEXT)"))
+    return engine, make_sessionmaker(engine)
+
+
+def test_writers_of_one_process_take_turns(tmp_path: Path) -> None:
+    """A second write transaction of the same process starts only when the first has ended (handed over
+    by a lock, not by SQLite's busy handler, which sleeps between tries)."""
+    import threading
+    engine, sessions = _writes(tmp_path)
+    seen: list[str] = []
+    holding, go_on = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with sessions.begin() as s:
+            s.execute(text("INSERT INTO t VALUES ('first')"))
+            holding.set()
+            go_on.wait(10)
+            seen.append("first ends")
+
+    def second() -> None:
+        with sessions.begin() as s:
+            seen.append("second begins")
+            s.execute(text("INSERT INTO t VALUES ('second')"))
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.5)  # without the lock the second transaction would begin now
+    with sessions() as s:  # reads take no lock
+        assert s.execute(text("SELECT count(*) FROM t")).scalar() == 0
+    go_on.set()
+    a.join(10)
+    b.join(10)
+    assert seen == ["first ends", "second begins"]
+    with sessions() as s:
+        assert s.execute(text("SELECT who FROM t ORDER BY rowid")).scalars().all() == ["first", "second"]
+    engine.dispose()
+
+
+def test_a_writer_waiting_for_another_of_its_process_gets_the_busy_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    from ds01q.db import engine as db_engine
+    from ds01q.services.dbguard import describe
+    engine, sessions = _writes(tmp_path)
+    monkeypatch.setattr(db_engine, "BUSY_TIMEOUT_MS", 200)
+    holding, go_on = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sessions.begin() as s:
+            s.execute(text("INSERT INTO t VALUES ('holder')"))
+            holding.set()
+            go_on.wait(10)
+
+    a = threading.Thread(target=hold)
+    a.start()
+    assert holding.wait(10)
+    try:
+        try:
+            with sessions.begin():
+                raise AssertionError("entered while another writer of this process held the database")
+        except OperationalError as e:
+            assert describe(e) == "the database is busy (another writer holds it); nothing was changed, try again"
+    finally:
+        go_on.set()
+        a.join(10)
+    with sessions.begin() as s:  # free again
+        s.execute(text("INSERT INTO t VALUES ('after')"))
+    engine.dispose()

@@ -233,3 +233,24 @@ def test_read_usage_of_this_process_is_positive() -> None:
 def test_remove_root_cgroup_is_refused() -> None:
     with pytest.raises(ExecutorError, match="root cgroup"):
         cgroups.remove_cgroup("/")
+
+
+def test_own_cgroup_mounts_are_read_again_only_after_a_while(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    reads: list[str] = []
+    real = cgroups._read_cgroup_mounts
+
+    def counted(path: str) -> list[cgroups.CgroupMount]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(cgroups, "_read_cgroup_mounts", counted)
+    monkeypatch.setattr(cgroups, "_own_mounts", None)
+    first = cgroups.cgroup_mounts()
+    assert cgroups.cgroup_mounts() == first
+    assert reads == ["/proc/self/mountinfo"]  # the second call used what the first read
+    stamp, mounts = cgroups._own_mounts  # type: ignore[misc]
+    monkeypatch.setattr(cgroups, "_own_mounts", (stamp - cgroups.MOUNTS_FRESH_S - 1, mounts))
+    cgroups.cgroup_mounts()
+    assert reads == ["/proc/self/mountinfo"] * 2
+    cgroups.cgroup_mounts("/proc/self/mountinfo-other")  # another file is always read
+    assert reads[-1] == "/proc/self/mountinfo-other"
