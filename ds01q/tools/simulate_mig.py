@@ -38,7 +38,9 @@ within quota needs the slice; a preempted job restarts after ``stop_grace_s``.
 Results: ``simulate``'s figures plus ``recuts``, ``preemptions``,
 ``gpu_equiv_utilization`` (GPU-equivalent seconds of the jobs' runs, preempted
 runs included, / (gpus x makespan)), ``within_quota_mean_wait_s`` (jobs whose last
-start was within quota) and ``layout`` (best-static's choice).
+start was within quota), ``jobs_by_request`` and ``mean_wait_by_request_s`` (per
+requested profile, or ``gpus:N`` for whole GPUs: which requests a policy makes wait) and
+``layout`` (best-static's choice).
 """
 from __future__ import annotations
 
@@ -78,6 +80,14 @@ def mig_request(job: TraceJob, seed: int) -> ResourceRequest:
             break
         x -= p
     return ResourceRequest(RequestKind.GPUS, count=1) if name == FULL_PROFILE else ResourceRequest(RequestKind.MIG, name)
+
+
+def request_name(req: ResourceRequest) -> str:
+    """How the per-request figures name a request: its profile, ``gpus:N`` for whole GPUs, else the
+    kind (``any``, ``none``)."""
+    if req.kind == RequestKind.MIG and req.profile:
+        return req.profile
+    return f"gpus:{req.count}" if req.kind == RequestKind.GPUS else req.kind.value
 
 
 def parse_static(spec: str) -> list[tuple[str, ...]]:
@@ -295,6 +305,9 @@ def _metrics(r: _MigReplay, gpus: int) -> dict[str, object]:
     for j in jobs:
         slowdowns.setdefault(r.user_of[j.id], []).append((ends[j.id] - j.submit) / max(j.duration, 1.0))
     within = [r.started[j.id] - j.submit for j in jobs if not r.borrowed_start.get(j.id)]
+    by_request: dict[str, list[float]] = {}
+    for j in jobs:
+        by_request.setdefault(request_name(r.requests[j.id]), []).append(r.started[j.id] - j.submit)
     return {
         "jobs": len(jobs),
         "clamped_jobs": sum(1 for j in jobs if j.asked_gpus > MAX_WHOLE),
@@ -307,6 +320,8 @@ def _metrics(r: _MigReplay, gpus: int) -> dict[str, object]:
         "gpu_equiv_utilization": r.equiv_s / (gpus * makespan) if makespan > 0 else 0.0,
         "jain_fairness": jain_index([sum(v) / len(v) for v in slowdowns.values()]),
         "within_quota_mean_wait_s": sum(within) / len(within) if within else 0.0,
+        "jobs_by_request": {k: len(v) for k, v in sorted(by_request.items())},
+        "mean_wait_by_request_s": {k: round(sum(v) / len(v), 1) for k, v in sorted(by_request.items())},
         "recuts": r.recuts,
         "preemptions": r.preemptions,
         "schedule_calls": r.calls,

@@ -63,3 +63,24 @@ def test_cli_json_has_the_mig_figures() -> None:
     assert {"recuts", "preemptions", "gpu_equiv_utilization", "mean_jct_s"} <= set(out)
     bad = CliRunner().invoke(simulate, ["--trace", REAL_TRACE, "--gpus", "4", "--mig-policy", "sometimes"])
     assert bad.exit_code != 0 and "--mig-policy must be static:<layout>, best-static or auto" in str(bad.exception)
+
+
+def test_request_names_split_profiles_from_whole_gpus() -> None:
+    from ds01q.tools.simulate_mig import request_name
+    from ds01q.types import ResourceRequest
+
+    assert request_name(ResourceRequest(RequestKind.MIG, "4g.20gb")) == "4g.20gb"
+    assert request_name(ResourceRequest(RequestKind.GPUS, count=1)) == "gpus:1"
+    assert request_name(ResourceRequest(RequestKind.GPUS, count=2)) == "gpus:2"
+    assert request_name(ResourceRequest(RequestKind.ANY)) == "any"
+
+
+@needs_trace
+def test_waits_by_request_add_up_to_the_mean_wait() -> None:
+    r = simulate_mig(REAL_TRACE, 4, "auto", max_jobs=120)
+    jobs, waits = r["jobs_by_request"], r["mean_wait_by_request_s"]
+    assert isinstance(jobs, dict) and isinstance(waits, dict) and set(jobs) == set(waits)
+    assert sum(jobs.values()) == r["jobs"] == 120
+    assert {"1g.5gb", "gpus:1"} <= set(jobs)
+    total = sum(jobs[k] * waits[k] for k in jobs) / 120
+    assert abs(total - float(r["mean_wait_s"])) < 1.0  # type: ignore[arg-type]
