@@ -62,6 +62,7 @@ class ExecutorConfig:
     cgroup_driver: str = "auto"  # auto | systemd | cgroupfs | none
     cgroup_scheme: str = "ds01q"  # ds01q | ds01-infra (group name kept as written, like ds01-infra's slices)
     stop_grace_s: float = 10.0
+    launch_backoff_s: float = 5.0  # a failed launch waits this x 2^tries (at most 5 minutes) before the next
     allowed_roots: tuple[str, ...] = ("/home", "/tmp", "/data", "/scratch", "/workspace", "/srv", "/root")
     instance: str | None = None  # names this daemon's containers apart from another daemon's on the same engine
     network: str = "per-user"  # none | per-user (one bridge per user: outbound yes, other users' jobs no) | bridge
@@ -315,6 +316,7 @@ def _executor(d: dict[str, Any]) -> ExecutorConfig:
         cgroup_driver=driver,
         cgroup_scheme=scheme,
         stop_grace_s=_duration(d, "stop_grace", path) or defaults.stop_grace_s,
+        launch_backoff_s=_duration(d, "launch_backoff", path) or defaults.launch_backoff_s,
         allowed_roots=tuple(_get(d, "allowed_roots", path, list, list(defaults.allowed_roots))),
         instance=_get(d, "instance", path, str, None),
         network=_network(d),

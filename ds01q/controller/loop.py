@@ -201,7 +201,9 @@ class Controller:
         guard("nodes", now, check_nodes, self.deps, now)  # several nodes: silent ones go DOWN, their jobs NODE_FAIL
         full = now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep
         guard("reap", now, self.reap, full)
-        if full:  # containers against jobs, by label: adopt, record, requeue the vanished, remove strays
+        # containers against jobs, by label: adopt, record, requeue the vanished, remove strays; while the
+        # executor is down every tick: the queue resumes within a tick of the engine's return, not a sweep
+        if full or not self.health.executor_ok:
             guard("containers", now, reconcile_containers, self)
         guard("enforce", now, self.enforce, now)
         guard("signal", now, send_due_signals, self, now)  # --signal: SIG before the time limit, once per run
@@ -580,5 +582,6 @@ class Controller:
             self._account_end(session, job, now)
             return
         jobstate.transition(session, job, S.PENDING, at=now, by="ds01q", reason=why)
-        job.eligible_at = now + min(300.0, 5.0 * 2 ** job.requeue_count) if count else 0.0
+        backoff = self.config.executor.launch_backoff_s * 2 ** job.requeue_count
+        job.eligible_at = now + min(300.0, backoff) if count else 0.0
         job.reason = Reason.RESOURCES

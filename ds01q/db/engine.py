@@ -12,18 +12,32 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ds01q.errors import ConfigError
+
 BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_ENV = "DS01Q_SQLITE_BUSY_TIMEOUT_MS"  # a shorter one for the tests that hold the lock past it
+
+
+def busy_timeout_ms() -> int:
+    """How long a SQLite writer waits for the lock: ``BUSY_TIMEOUT_MS``, or ``$DS01Q_SQLITE_BUSY_TIMEOUT_MS``."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return BUSY_TIMEOUT_MS
+    if not raw.isdigit() or not 0 < int(raw) <= 600_000:
+        raise ConfigError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be milliseconds from 1 to 600000")
+    return int(raw)
 
 
 def make_engine(url: str, **kw: object) -> Engine:
     if url.startswith("sqlite"):
+        busy_ms = busy_timeout_ms()
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             if url.startswith("sqlite:///"):
                 private_files(path)
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **kw)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False}, **kw)
+        event.listen(engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, busy_ms))
         return engine
     return create_engine(url, pool_pre_ping=True, **kw)
 
@@ -50,10 +64,10 @@ def private_files(path: str) -> None:
             os.chmod(path + extra, 0o600)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn, busy_ms: int) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives a power or filesystem failure
     cur.close()

@@ -31,7 +31,7 @@ from ds01q.inventory.static import static_inventory
 from ds01q.inventory.sync import sync
 from ds01q.services import jobs, submit
 from ds01q.services.context import Caller, Context
-from tests.dbs import DATABASES, database_url
+from tests.dbs import DATABASES, migrated_url
 
 T0 = 1_800_000_000.0
 GPU = "GPU-00000000-0000-0000-0000-000000000001"
@@ -107,7 +107,7 @@ class Harness:
 
 @pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return database_url(request.param, tmp_path)
+    return migrated_url(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from ds01q.controller.launch import launch_spec
 from ds01q.db import store
 from ds01q.services import jobs
 from tests.controller.test_controller import ROOT, Harness
-from tests.dbs import DATABASES, database_url
+from tests.dbs import DATABASES, migrated_url
 
 
 @pytest.fixture(params=DATABASES)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, database_url(request.param, tmp_path))
+    harness = Harness(tmp_path, migrated_url(request.param, tmp_path))
     yield harness
     harness.engine.dispose()
 

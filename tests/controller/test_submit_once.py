@@ -20,12 +20,12 @@ from ds01q.errors import RequestError, ServerUnavailable
 from ds01q.services import submit
 from ds01q.services.dbguard import db_guarded
 from tests.controller.test_controller import ALICE, ROOT, Harness
-from tests.dbs import DATABASES, database_url
+from tests.dbs import DATABASES, migrated_url
 
 
 @pytest.fixture(params=DATABASES)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, database_url(request.param, tmp_path))
+    harness = Harness(tmp_path, migrated_url(request.param, tmp_path))
     yield harness
     harness.engine.dispose()
 

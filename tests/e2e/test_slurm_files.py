@@ -4,6 +4,7 @@ append on request), and ``logs --err``."""
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import pytest
 
@@ -45,7 +46,8 @@ def test_without_error_both_streams_share_the_output_file(daemon: Daemon) -> Non
     assert (r.rc, r.out) == (0, "a\nb\n"), r
 
 
-def test_an_error_file_planted_by_another_user_refuses_the_launch(daemon: Daemon) -> None:
+def test_an_error_file_planted_by_another_user_refuses_the_launch(make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon(executor={"launch_backoff": "0.5s"})  # the three refused launches take seconds
     wd = daemon.workdir(USER)
     planted = wd / "err.txt"
     planted.write_text("not yours\n")

@@ -23,7 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-ENGINE = "/var/run/docker.sock"
+# the engine the tests were started against (its unix socket), the shared one by default
+ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
 Action = Union[str, Callable[[], "str | None"]]
 _VERSION = re.compile(r"^/v[0-9.]+(?=/)")
 

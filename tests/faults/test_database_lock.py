@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ds01q.client.api import Client
-from ds01q.db.engine import BUSY_TIMEOUT_MS
+from ds01q.db.engine import BUSY_TIMEOUT_ENV
 from ds01q.errors import ServerUnavailable
 from tests.faults.checks import MARKER_SCRIPT, check_invariants, db_file, runs
 from tests.faults.proxy import EngineProxy, Faults
@@ -24,10 +24,16 @@ from tests.support import Daemon, Result
 
 pytestmark = [pytest.mark.docker]
 GROUPS = {"student": {"priority": 10, "max_gpus": 7.0, "max_running_jobs": 10}}
+BUSY_S = 4  # the test daemons' SQLite busy timeout (10 s in production): the lock is held past it
+
+
+@pytest.fixture
+def short_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, str(BUSY_S * 1000))
 
 
 @pytest.mark.timeout(180)
-def test_a_database_lock_longer_than_the_busy_timeout(make_daemon: Callable[..., Daemon]) -> None:
+def test_a_database_lock_longer_than_the_busy_timeout(short_busy: None, make_daemon: Callable[..., Daemon]) -> None:
     d = make_daemon(groups=GROUPS)
     marker = d.root / "marker"
     body = MARKER_SCRIPT.format(marker=marker, sleep=1)
@@ -56,7 +62,7 @@ def test_a_database_lock_longer_than_the_busy_timeout(make_daemon: Callable[...,
         t.start()
         time.sleep(0.5)
     reads = d.cli("ds01q-stu1", "queue")  # reads go on while the lock is held (WAL)
-    time.sleep(BUSY_TIMEOUT_MS / 1000 + 3 - 1.5)
+    time.sleep(BUSY_S + 3 - 1.5)
     blocker.execute("ROLLBACK")
     blocker.close()
     for t in threads:
@@ -147,7 +153,7 @@ def test_a_full_database_disk(make_daemon: Callable[..., Daemon], small_fs: Path
 
 
 @pytest.mark.timeout(180)
-def test_a_database_lock_between_a_start_and_its_record(make_daemon: Callable[..., Daemon],
+def test_a_database_lock_between_a_start_and_its_record(short_busy: None, make_daemon: Callable[..., Daemon],
                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The lock is taken just as the daemon starts a container (the engine proxy does it) and held
     past the busy timeout: the daemon cannot record RUNNING, the container runs and ends meanwhile.
@@ -178,7 +184,7 @@ def test_a_database_lock_between_a_start_and_its_record(make_daemon: Callable[..
     assert faults.unmet() == [], d.log_tail()
     while time.monotonic() < deadline and not runs(marker):  # the engine has started it (its answer may lag)
         time.sleep(0.1)
-    time.sleep(BUSY_TIMEOUT_MS / 1000 + 2)  # past the busy timeout of the daemon's write of RUNNING
+    time.sleep(BUSY_S + 2)  # past the busy timeout of the daemon's write of RUNNING
     (blocker,) = blockers
     blocker.execute("ROLLBACK")
     blocker.close()

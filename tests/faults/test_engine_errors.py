@@ -36,7 +36,7 @@ def test_engine_api_errors(actions: tuple[str, str], make_daemon: Callable[..., 
     proxy = EngineProxy(str(tmp_path / "engine.sock"), faults=faults)
     proxy.up()
     monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
-    d = make_daemon(groups=GROUPS)
+    d = make_daemon(groups=GROUPS, executor={"launch_backoff": "0.5s"})  # a refused create is tried again soon
     marker = d.root / "marker"
     short = {"script": MARKER_SCRIPT.format(marker=marker, sleep=0.3), "workdir": str(d.root), "mig": "2g.10gb"}
     long = {"script": MARKER_SCRIPT.format(marker=marker, sleep=600), "workdir": str(d.root), "gpus": 1}

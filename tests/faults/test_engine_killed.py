@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
-from ds01q.client.api import Client
-from tests.faults.checks import MARKER_SCRIPT, runs, wait_all_final
+from ds01q.client.api import FINAL, Client
+from tests.faults.checks import runs, wait_all_final
 from tests.faults.engine import PrivateEngine
 from tests.support import Daemon
 
 pytestmark = [pytest.mark.docker]
+# Each run appends its id to the marker, then runs until the test makes the flag (at most 2 minutes).
+FLAG_SCRIPT = ("#!/bin/sh\necho $DS01Q_JOB_ID >> {marker}\n"
+               "i=0\nwhile [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done\n")
 
 
 @pytest.fixture
@@ -52,17 +55,21 @@ def run_and_kill_engine(d: Daemon, engine: PrivateEngine, live_restore: bool,
                         quick: bool = False) -> tuple[list[int], dict[int, Any]]:
     """``quick``: the engine is started again at once, before the daemon's next container sweep
     (``systemctl restart docker``); otherwise only once the daemon shows it down."""
-    marker = d.root / "marker"
+    marker, go = d.root / "marker", d.root / "go"
     with Client(d.socket, timeout=30) as c:
-        ids = c.submit_many([{"script": MARKER_SCRIPT.format(marker=marker, sleep=30), "workdir": str(d.root),
+        ids = c.submit_many([{"script": FLAG_SCRIPT.format(marker=marker, go=go), "workdir": str(d.root),
                               "mig": "2g.10gb"} for _ in range(2)])
         wait_for(lambda: all(c.show(i)["state"] == "RUNNING" for i in ids), 120, "both jobs RUNNING", d)
-        engine.kill()  # well before the 30 s jobs end
+        engine.kill()  # the jobs run until the flag: none can end before the engine dies
         if not quick:
             wait_for(lambda: c.status()["daemon"]["executor"] == "down", 20, "the executor shown down", d)
             assert c.submit_many([{"script": "true\n", "workdir": str(d.root), "hold": True}])  # still serving
             time.sleep(1)
         engine.start(live_restore=live_restore)
+        if not live_restore:  # the restarted engine killed the first runs: only the requeued ones see the flag
+            wait_for(lambda: all(runs(marker)[i] >= 2 or c.show(i)["state"] in FINAL for i in ids), 120,
+                     "the requeued runs started", d)
+        go.touch()
         jobs = wait_all_final(c, ids, 120)
         wait_for(lambda: c.status()["daemon"]["executor"] == "up", 30, "the executor back up", d)
         wait_for(lambda: not [s for g in c.status()["gpus"] for s in g["slices"] if s["state"] == "busy"],

@@ -45,6 +45,16 @@ def sec_daemon(make_daemon: Callable[..., Daemon], debian_image: str) -> Iterato
 
 
 @pytest.fixture
+def refusing_daemon(make_daemon: Callable[..., Daemon], debian_image: str) -> Iterator[Daemon]:
+    """``sec_daemon`` for launches that are refused: a failed launch is tried again after 0.5 s x 2^tries
+    (5 s in production), so the three refusals that end the job FAILED take seconds, not half a minute."""
+    d = make_daemon(executor={"allowed_images": [debian_image], "launch_backoff": "0.5s"})
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        assert_served(d)
+
+
+@pytest.fixture
 def make_sec_daemon(make_daemon: Callable[..., Daemon], debian_image: str) -> Callable[..., Daemon]:
     def make(**over: Any) -> Daemon:
         ex = {"allowed_images": [debian_image], **over.pop("executor", {})}

@@ -106,8 +106,9 @@ def test_logs_on_a_fifo_returns_at_once(sec_daemon: Daemon) -> None:
     assert_served(sec_daemon)
 
 
-def test_output_precreated_by_another_user_in_a_shared_dir_is_refused(sec_daemon: Daemon) -> None:
+def test_output_precreated_by_another_user_in_a_shared_dir_is_refused(refusing_daemon: Daemon) -> None:
     """Finding 12: stu2 pre-creates stu1's predictable output name in a world-writable sticky dir."""
+    sec_daemon = refusing_daemon
     shared = sec_daemon.root / "shared"
     shared.mkdir()
     os.chmod(shared, 0o1777)
@@ -130,7 +131,9 @@ def test_output_precreated_by_another_user_in_a_shared_dir_is_refused(sec_daemon
 
 
 @pytest.mark.parametrize("target", ["victim", "/etc"])
-def test_workdir_swapped_for_a_symlink_after_submit_is_refused_at_launch(sec_daemon: Daemon, target: str) -> None:
+def test_workdir_swapped_for_a_symlink_after_submit_is_refused_at_launch(refusing_daemon: Daemon,
+                                                                        target: str) -> None:
+    sec_daemon = refusing_daemon
     user, pw = "ds01q-stu1", ensure_user("ds01q-stu1")
     secret = victim_file(sec_daemon)
     sub = sec_daemon.workdir(user) / "proj"

@@ -98,3 +98,14 @@ def test_preempt_grace_is_a_duration_with_a_default(tmp_path):
     p.write_text("groups: {student: {}}\nscheduler: {preempt_grace: soon}\n")
     with pytest.raises(ConfigError, match=r"^scheduler.preempt_grace: 'soon' is not a duration"):
         config.load(str(p))
+
+
+def test_launch_backoff_is_a_duration_with_a_default(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("groups: {student: {}}\n")
+    assert config.load(str(p)).executor.launch_backoff_s == 5.0
+    p.write_text("groups: {student: {}}\nexecutor: {launch_backoff: 0.5s}\n")
+    assert config.load(str(p)).executor.launch_backoff_s == 0.5
+    p.write_text("groups: {student: {}}\nexecutor: {launch_backoff: later}\n")
+    with pytest.raises(ConfigError, match=r"^executor.launch_backoff: 'later' is not a duration"):
+        config.load(str(p))
