@@ -84,11 +84,12 @@ class SqliteSessions(sessionmaker[Session]):
 
     def __init__(self, engine: Engine, **kw: object) -> None:
         super().__init__(engine, **kw)  # type: ignore[arg-type]
+        self.wait_s = busy_timeout_ms() / 1000
         self.write_lock = threading.RLock()  # re-entrant: a nested begin() on one thread waits in SQLite, as before
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Session]:
-        if not self.write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+        if not self.write_lock.acquire(timeout=self.wait_s):
             raise OperationalError("BEGIN", None, sqlite3.OperationalError("database is locked"))
         try:
             with super().begin() as session:

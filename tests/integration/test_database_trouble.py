@@ -111,10 +111,9 @@ def test_a_writer_waiting_for_another_of_its_process_gets_the_busy_error(tmp_pat
 
     from sqlalchemy.exc import OperationalError
 
-    from ds01q.db import engine as db_engine
     from ds01q.services.dbguard import describe
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, "200")
     engine, sessions = _writes(tmp_path)
-    monkeypatch.setattr(db_engine, "BUSY_TIMEOUT_MS", 200)
     holding, go_on = threading.Event(), threading.Event()
 
     def hold() -> None:
