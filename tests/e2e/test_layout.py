@@ -110,3 +110,47 @@ def test_nvml_inventory_and_layout_change_under_a_real_container(make_daemon, mo
     assert job["slices"][0] != old and job["slices"][0].startswith("MIG-")
     d.cli("ds01q-stu1", "cancel", str(job_id))
     d.wait_state(job_id, "CANCELLED", timeout=15)
+
+
+def test_partial_recut_under_a_real_running_container(make_daemon, monkeypatch) -> None:
+    """Issue 14's acceptance with the real engine: a GPU cut 3×2g.10gb + 1g.5gb with a job on one 2g.10gb
+    is re-cut (`ds01q admin mig apply`) to serve pending 1g.5gb jobs; the 2g job's container is never
+    stopped or restarted and keeps its slice, and its busy instance is never destroyed."""
+    import json
+    import subprocess
+
+    from ds01q.mig import smi
+
+    fake = FakePynvml([("NVIDIA A100-PCIE-40GB", ("2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb"))])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(smi, "run_subprocess", fake.nvidia_smi)  # the daemon's MigController runs the fake nvidia-smi
+    d: Daemon = make_daemon(cls=InProcessDaemon, inventory={"source": "nvml"})
+    big = d.submit("ds01q-adm1", "sleep 300\n", "--mig", "2g.10gb", name="big.sh")
+    job = d.wait_state(big, "RUNNING")
+    (slice_uuid,) = job["slices"]
+    fake.set_instance_busy(slice_uuid)  # its CUDA context: the driver would refuse to destroy it
+    (cid,) = d.containers(big)
+
+    def started_at() -> tuple[str, bool]:
+        state = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True,
+                                          check=True).stdout)[0]["State"]
+        return state["StartedAt"], state["Running"]
+
+    before = started_at()
+    small = [d.submit("ds01q-adm1", "sleep 300\n", "--mig", "1g.5gb", name=f"s{i}.sh") for i in range(4)]
+    d.wait_state(small[0], "RUNNING")  # the one 1g.5gb there is
+    busy_gi = next(m.gi_id for m in fake.gpus[0].migs.values() if m.uuid == slice_uuid)
+    issued_before = len(fake.commands)
+    r = d.cli("root", "admin", "mig", "apply", "--gpu", fake.gpus[0].uuid)
+    assert r.rc == 0, r
+    for j in small:
+        d.wait_state(j, "RUNNING", timeout=30)
+    job = d.show(big)
+    assert job["state"] == "RUNNING" and job["slices"] == [slice_uuid]
+    assert d.containers(big) == [cid] and started_at() == before == (before[0], True)  # never stopped or restarted
+    assert slice_uuid in [u for _, _, u in fake.instances(0)]
+    issued = [" ".join(c) for c in fake.commands[issued_before:]]
+    assert any("-dgi" in c or "-d" in c.split() for c in issued), issued  # instances were destroyed ...
+    assert not [c for c in issued if f"-gi {busy_gi} " in c or c.endswith(f"-gi {busy_gi}")]  # ... never the busy one
+    for j in [big, *small]:
+        d.cli("ds01q-adm1", "cancel", str(j))
