@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -247,6 +247,8 @@ class Controller:
     def reap(self, full: bool) -> None:
         with self.lock:
             flagged, self.exited = self.exited, set()
+        if not flagged and not full:  # nothing seen exit, no sweep due
+            return
         with self.session() as session:
             rows = [j for j in store.jobs_in(session, (S.RUNNING.value, S.STOPPING.value)) if j.container]
         if full:
@@ -327,6 +329,13 @@ class Controller:
         stop: list[tuple[int, str, float]] = []
         signals: list[tuple[int, str, int, bool]] = []
         grace, stop_grace = self.config.preempt_grace_s, self.config.executor.stop_grace_s
+        with self.session() as session:  # most passes have nothing to stop: no write transaction for them
+            due = session.scalar(select(Job.id).where(
+                (Job.state == S.STOPPING.value)
+                | ((Job.state == S.RUNNING.value) & (Job.started_at + Job.time_limit_s <= now))).limit(1))
+        if due is None:
+            self.reclaim.keep_only(set())
+            return
         with self.txn() as session:
             for job in store.jobs_in(session, (S.RUNNING.value,)):
                 if job.started_at is not None and now >= job.started_at + job.time_limit_s:

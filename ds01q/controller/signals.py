@@ -65,6 +65,10 @@ def claim(ctl: Any, now: float) -> list[tuple[int, str, int, str, bool]]:
     """Record, once per run, a signal event for each running job whose moment came; return what to send
     as (job id, container, signal number, name, batch only)."""
     todo: list[tuple[int, str, int, str, bool]] = []
+    with ctl.session() as session:  # most passes have nothing due: no write transaction for them
+        if not any(due(job, now) for job in session.scalars(
+                select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None)))):
+            return todo
     with ctl.txn() as session:
         for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None))):
             want = due(job, now)
