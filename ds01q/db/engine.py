@@ -1,15 +1,10 @@
 """Engine and session factory. SQLite runs in WAL mode with a busy timeout."""
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.errors import ConfigError
@@ -73,34 +68,7 @@ def _sqlite_pragmas(dbapi_conn, busy_ms: int) -> None:  # type: ignore[no-untype
     cur.close()
 
 
-class SqliteSessions(sessionmaker[Session]):
-    """``begin()`` (every write transaction) takes this process's write lock first.
-
-    SQLite has one writer at a time. Without the lock, threads of one daemon (launches, exits, requests)
-    meet inside SQLite's busy handler, which sleeps between tries (up to 100 ms each) while the database
-    may already be free again; a lock hands the turn over at once. The wait is bounded like SQLite's own
-    busy timeout, and ends in the same "database is locked" error. Plain ``sessions()`` (reads) take no lock.
-    """
-
-    def __init__(self, engine: Engine, **kw: object) -> None:
-        super().__init__(engine, **kw)  # type: ignore[arg-type]
-        self.wait_s = busy_timeout_ms() / 1000
-        self.write_lock = threading.RLock()  # re-entrant: a nested begin() on one thread waits in SQLite, as before
-
-    @contextlib.contextmanager
-    def begin(self) -> Iterator[Session]:
-        if not self.write_lock.acquire(timeout=self.wait_s):
-            raise OperationalError("BEGIN", None, sqlite3.OperationalError("database is locked"))
-        try:
-            with super().begin() as session:
-                yield session
-        finally:
-            self.write_lock.release()
-
-
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    if engine.dialect.name == "sqlite":
-        return SqliteSessions(engine, expire_on_commit=False)
     return sessionmaker(engine, expire_on_commit=False)
 
 
