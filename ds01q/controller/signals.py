@@ -61,16 +61,19 @@ def _sent_this_run(session: Any, job_id: int) -> bool:
                           .limit(1)) is not None
 
 
+def _running_with_signal(session: Any) -> Any:
+    return session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None)))
+
+
 def claim(ctl: Any, now: float) -> list[tuple[int, str, int, str, bool]]:
     """Record, once per run, a signal event for each running job whose moment came; return what to send
     as (job id, container, signal number, name, batch only)."""
     todo: list[tuple[int, str, int, str, bool]] = []
     with ctl.session() as session:  # most passes have nothing due: no write transaction for them
-        if not any(due(job, now) for job in session.scalars(
-                select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None)))):
+        if not any(due(job, now) for job in _running_with_signal(session)):
             return todo
     with ctl.txn() as session:
-        for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None))):
+        for job in _running_with_signal(session):
             want = due(job, now)
             if want is None:
                 continue

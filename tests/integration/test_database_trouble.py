@@ -59,4 +59,3 @@ def test_a_locked_database_is_one_line_in_bounded_time(tmp_path: Path, monkeypat
         blocker.close()
     finally:
         h.engine.dispose()
-
