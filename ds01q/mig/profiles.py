@@ -15,8 +15,12 @@ Sources (see shared/docs/gpu-mig-docker-facts.md, section 1):
     ``1g.12gb`` with ID 19; the other names follow from NVML's naming rule.
   * A30: IDs 14/21/5/6/0 from published ``-lgip`` output; placements from the
     go-nvml mock data.
+  * H200: every figure (IDs, counts, memory, placements) as NVML reported it on
+    a real H200, driver 580.159.04 (bench/nvml_probe.py; the readings are kept in
+    tests/fixtures/nvml/ and tests/unit/test_mig_profiles.py checks the table
+    against them).
   * ``memory_mb`` is the instance memory (``memorySizeMB``) as reported by
-    ``-lgip``/NVML where published; H100, H100 NVL and H200 figures are derived
+    ``-lgip``/NVML where published or read; H100 and H100 NVL figures are derived
     so that NVML's naming rule gives the profile's name (see naming.py and
     tests/unit/test_mig_profiles.py, which checks every figure that way).
 
@@ -145,7 +149,7 @@ H100_94GB = _seven_slice_model(
 H200_141GB = _seven_slice_model(
     "H200-141GB", 143771,
     ("1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"),
-    (16384, 16384, 33280, 33280, 69376, 69376, 139008),
+    (16384, 16384, 33280, 33280, 71424, 71424, 143360),
 )
 A30_24GB = GpuModel(
     "A30-24GB", 4, 4, 24576,

@@ -1,6 +1,9 @@
 """Placement tables, layout validity and profile naming (ds01q.mig.profiles, ds01q.mig.naming)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ds01q.errors import RequestError
@@ -71,6 +74,28 @@ def test_a100_40gb_table_is_the_guides() -> None:
 ])
 def test_other_products_offer_the_guides_profiles(key: str, names: list[str]) -> None:
     assert list(MODELS[key].profile_names) == names
+
+
+READ_ON_A_REAL_GPU = sorted((Path(__file__).parents[1] / "fixtures" / "nvml").glob("*-driver-*.json"))
+
+
+@pytest.mark.parametrize("reading", READ_ON_A_REAL_GPU, ids=lambda p: p.stem)
+def test_the_table_matches_what_nvml_reported_on_a_real_gpu(reading: Path) -> None:
+    """bench/nvml_probe.py's reading of a real GPU (every GI profile NVML offers, with its possible
+    placements): ds01q's table has each profile at the same NVML index with the same ID, name,
+    slices, count, memory and starts, and no profile NVML does not offer."""
+    got = json.loads(reading.read_text())
+    model = gpu_model(got["name"])
+    assert model is not None and model.memory_mb == got["memory_mb"]
+    want = {r["nvml_index"]: (r["id"], r["name"].removeprefix("MIG "), r["slice_count"], r["instance_count"],
+                              r["memory_mb"], tuple(s for s, _ in r["placements"]), {z for _, z in r["placements"]})
+            for r in got["profiles"]}
+    have = {p.nvml_index: (p.profile_id, p.name, p.compute_slices, p.max_count, p.memory_mb, p.starts,
+                           {p.memory_slices}) for p in model.profiles}
+    assert have == want
+    for p in model.profiles:  # the naming rule gives NVML's names from NVML's figures
+        assert profile_name(p.compute_slices, p.compute_slices, p.memory_mb, got["memory_mb"] << 20,
+                            "+me" if p.media_extensions else "") == p.name
 
 
 def test_a30_is_four_slices_with_published_ids() -> None:
@@ -185,7 +210,7 @@ def test_compute_slices_for_rejects_non_profiles(bad: str) -> None:
     (1, 1, 9856, 81559 << 20, "1g.10gb"),  # H100 80GB HBM3
     (3, 1, 19968, 42949672960, "1c.3g.20gb"),  # CI smaller than its GI
     (4, 2, 24064, 24576 << 20, "2c.4g.24gb"),
-    (3, 3, 69376, 143771 << 20, "3g.71gb"),  # 70.5 rounds half up, as Go's math.Round
+    (3, 3, 71424, 143771 << 20, "3g.71gb"),  # a real H200: 70.5 rounds half up, as Go's math.Round
     (1, 1, 11008, 95830 << 20, "1g.12gb"),  # H100 NVL: 11.75 -> 12
 ])
 def test_profile_name_follows_go_nvlib(gi: int, ci: int, memory_mb: int, total_bytes: int, want: str) -> None:
