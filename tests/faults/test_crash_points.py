@@ -53,6 +53,29 @@ def submit(d: Daemon, n: int, sleep: float) -> tuple[list[int], Path]:
         return c.submit_many(reqs), marker
 
 
+def submit_across_the_crash(d: Daemon, n: int, sleep: float) -> tuple[list[int], Path]:
+    """Submit while the daemon is about to kill itself, then restart it. The loop may reach its
+    crash point before the submit's answer is written: the client's retry (same idempotency key)
+    then gets the ids from the restarted daemon."""
+    reqs, marker = requests(d, n, sleep)
+    got: list[Any] = []
+
+    def client() -> None:
+        try:
+            with Client(d.socket, timeout=40) as c:
+                got.append(c.submit_many(reqs))
+        except Exception as e:  # reported below
+            got.append(e)
+
+    t = threading.Thread(target=client)
+    t.start()
+    killed_and_restarted(d)
+    t.join(timeout=60)
+    (ids,) = got
+    assert isinstance(ids, list) and len(ids) == n, ids
+    return ids, marker
+
+
 def killed_and_restarted(d: Daemon) -> None:
     """Wait for the daemon to kill itself at its crash point, then start it again (no crash point)."""
     assert d.proc is not None
@@ -98,22 +121,7 @@ def test_crash_after_a_submit_committed_before_its_answer(make_daemon: Callable[
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The client's retry (same idempotency key) gets the ids of the jobs already queued: none twice."""
     d = crashing_daemon(make_daemon, monkeypatch, "submit")
-    reqs, marker = requests(d, 3, 0.5)
-    got: list[Any] = []
-
-    def client() -> None:
-        try:
-            with Client(d.socket, timeout=40) as c:
-                got.append(c.submit_many(reqs))
-        except Exception as e:  # reported below
-            got.append(e)
-
-    t = threading.Thread(target=client)
-    t.start()
-    killed_and_restarted(d)
-    t.join(timeout=60)
-    (ids,) = got
-    assert isinstance(ids, list) and len(ids) == 3, ids
+    ids, marker = submit_across_the_crash(d, 3, 0.5)
     assert jobs_in_db(d) == 3
     with Client(d.socket, timeout=30) as c:
         jobs = check_invariants(d, c, ids, marker, timeout=60)
@@ -145,8 +153,7 @@ def test_crash_at_a_point_of_the_launch(point: str, make_daemon: Callable[..., D
         holder.append(d)
     else:
         d = crashing_daemon(make_daemon, monkeypatch, point, ONE_AT_A_TIME)
-    ids, marker = submit(d, 2, 0.5)
-    killed_and_restarted(d)
+    ids, marker = submit_across_the_crash(d, 2, 0.5)
     with Client(d.socket, timeout=30) as c:
         jobs = check_invariants(d, c, ids, marker, timeout=60)
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, (history(jobs), info_log(d))
