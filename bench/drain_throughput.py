@@ -1,7 +1,7 @@
 """Drain N one-slice jobs over S slices through ds01q's Docker executor, beside `docker run` with S at
 a time, measured in the same run. Prints figures; asserts nothing.
 
-    python bench/drain_throughput.py [--jobs 200] [--slices 8] [--repeat 3] [--json]
+    python bench/drain_throughput.py [--jobs 200] [--slices 8] [--repeat 3] [--submit each|batch] [--json]
 
 Two `docker run` baselines: ``plain`` is ``docker run --rm IMAGE true``; ``same`` runs the same containers
 ds01q runs: its flags are read back (``docker inspect``) from a container the daemon started for a job of
@@ -71,11 +71,16 @@ def same_container(d: BenchDaemon) -> list[str]:
     return [*args, cfg["Image"], *cfg["Cmd"]]
 
 
-def through_ds01q(d: BenchDaemon, jobs: int) -> float:
+def through_ds01q(d: BenchDaemon, jobs: int, submit: str = "each") -> float:
+    """``each``: one submit request per job (as a loop of ``ds01q submit``); ``batch``: all of them in one
+    request and one transaction (``Client.submit_many``, the batch API, as a sweep would)."""
     script = d.script("one.sh", "true\n")
     with Client(d.sock) as c:
         t = time.perf_counter()
-        ids = [c.submit(script, workdir=str(d.root), mig="1g.5gb") for _ in range(jobs)]
+        if submit == "batch":
+            ids = c.submit_many([{"script": "true\n", "workdir": str(d.root), "mig": "1g.5gb"}] * jobs)
+        else:
+            ids = [c.submit(script, workdir=str(d.root), mig="1g.5gb") for _ in range(jobs)]
         left = list(ids)
         # the earliest job not seen ended, one `show` each 0.2 s (as `Client.wait`): a `queue` of every job
         # 20 times a second took about a third of the daemon's request thread (py-spy), on the cores being
@@ -102,6 +107,8 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds; each runs both, alternating which goes first (the load on a shared machine drifts)")
+    ap.add_argument("--submit", choices=("each", "batch"), default="each",
+                    help="ds01q's jobs: one submit request each (default), or all in one batch request")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     per_gpu = 7
@@ -118,7 +125,7 @@ def main() -> None:
         for which in order[r % 3:] + order[:r % 3]:
             with BenchDaemon(inv) as d:  # the same-container run uses the daemon's workdir and network
                 if which == "ds01q":
-                    t[which] = through_ds01q(d, a.jobs)
+                    t[which] = through_ds01q(d, a.jobs, a.submit)
                 elif which == "same":
                     args = same_container(d)
                     t[which] = plain(a.jobs, a.slices, args)
@@ -130,7 +137,7 @@ def main() -> None:
         rounds.append(row)
         if a.repeat > 1 and not a.json:
             print("  ".join(f"{k}: {v}" for k, v in row.items()), flush=True)
-    out = {"jobs": a.jobs, "slices": a.slices, "rounds": a.repeat,
+    out = {"jobs": a.jobs, "slices": a.slices, "rounds": a.repeat, "submit": a.submit,
            "docker_run_s": round(statistics.median(x["docker_run_s"] for x in rounds), 2),
            "docker_run_same_s": round(statistics.median(x["docker_run_same_s"] for x in rounds), 2),
            "ds01q_s": round(statistics.median(x["ds01q_s"] for x in rounds), 2),

@@ -479,7 +479,10 @@ class Controller:
         self.run_async(self.launch, job_id)
 
     def launch(self, job_id: int) -> None:
-        """Start the container of a STARTING job; any failure forgets the reservation."""
+        """Start the container of a STARTING job; any failure forgets the reservation. The loop is woken
+        afterwards unless the job simply went RUNNING: a pass then has nothing new to do (the slices were
+        reserved at the assume)."""
+        running = False
         try:
             with self.session() as session:
                 job = store.get_job(session, job_id)
@@ -497,7 +500,7 @@ class Controller:
                             one_line(e), started.ref[:12])
                 h = started
             crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
-            self._launched(job_id, h)
+            running = self._launched(job_id, h)
         except OperationalError as e:  # the database locked, full or read-only: the container sweep adopts it
             log.warning("launch of job %s: the database refused its record (%s); the container sweep adopts it",
                         job_id, " ".join(str(e.orig).split())[:200])
@@ -511,21 +514,23 @@ class Controller:
                     self.exited.discard(job_id)
             if exited:  # its container exited before the launch was recorded (a short job): record it now
                 self.on_exit(job_id)
-            self.wake()
+            elif not running:  # failed, cancelled meanwhile, or skipped: a pass looks at it now
+                self.wake()
 
-    def _launched(self, job_id: int, h: Handle) -> None:
+    def _launched(self, job_id: int, h: Handle) -> bool:
+        """Record the started container; True when the job went from STARTING to RUNNING."""
         with self.txn() as session:
             job = store.get_job(session, job_id)
-            if JobState(job.state) not in (S.STARTING, S.STOPPING):
-                stray = True
-            else:
-                stray = False
+            stray, running = JobState(job.state) not in (S.STARTING, S.STOPPING), False
+            if not stray:
                 job.container = h.ref
                 if job.state == S.STARTING.value:
                     jobstate.transition(session, job, S.RUNNING, at=self.clock.now(), by="ds01q",
                                         reason=f"started {h.ref[:12]}")
+                    running = True
         if stray:  # the job moved on while its container started: never let it run
             self._stop_async(job_id, h.ref, remove=True)
+        return running
 
     def _after_failed_launch(self, job: Job) -> tuple[bool, Handle | None]:
         """After a failed launch: is the executor there at all (a launch that failed because the

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -48,7 +48,7 @@ def _dep_jobs(session: Session, ids: set[int]) -> Lookup:
     return Lookup(DepJob(*row) for row in session.execute(q))
 
 
-def _singletons(pending: list[Job], running: list[Job]) -> set[int]:
+def _singletons(pending: list[Any], running: list[Any]) -> set[int]:
     """Pending jobs with a singleton dependency that an earlier active job of the same user and name holds back."""
     first: dict[tuple[str, str], int] = {}
     for j in [*running, *pending]:
@@ -58,8 +58,8 @@ def _singletons(pending: list[Job], running: list[Job]) -> set[int]:
 
 
 def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
-    pending_rows = store.jobs_in(session, (JobState.PENDING.value,))
-    running_rows = store.jobs_in(session, store.HOLDING)
+    pending_rows = store.job_rows_in(session, (JobState.PENDING.value,))
+    running_rows = store.job_rows_in(session, store.HOLDING)
     slices_by_job = store.slices_of(session, [j.id for j in running_rows])
     equiv = {a.slice_uuid: a.gpu_equiv for a in store.active_allocations(session)}
     specs = {j.id: spec_of(j.depends_on) for j in pending_rows}
@@ -100,7 +100,7 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
     )
 
 
-def _group(cfg: Config, job: Job) -> str:
+def _group(cfg: Config, job: Any) -> str:
     return job.group if job.group in cfg.groups else cfg.group_of(job.user).name
 
 

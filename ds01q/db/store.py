@@ -3,7 +3,8 @@ the caller (services / controller) owns the transaction."""
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
@@ -25,6 +26,13 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def jobs_in(session: Session, states: Sequence[str]) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.state.in_(states)).order_by(Job.id)))
+
+
+def job_rows_in(session: Session, states: Sequence[str]) -> list[Any]:
+    """As ``jobs_in``, as plain read-only rows (the same attribute names) without the ORM's
+    identity map: the scheduling pass reads every active job at each submit, exit and launch."""
+    jobs = Job.__table__
+    return list(session.execute(select(jobs).where(jobs.c.state.in_(states)).order_by(jobs.c.id)).all())
 
 
 def history(session: Session, *, user: str | None = None, states: Sequence[str] | None = None,
@@ -68,7 +76,12 @@ def events_for(session: Session, job_ids: Iterable[int]) -> dict[int, list[JobEv
 
 
 def request_of(job: Job) -> ResourceRequest:
-    return ResourceRequest.from_dict(json.loads(job.request))
+    return _parsed_request(job.request)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_request(text: str) -> ResourceRequest:  # frozen: one object serves every job with this text
+    return ResourceRequest.from_dict(json.loads(text))
 
 
 # ----------------------------------------------------------------- slices

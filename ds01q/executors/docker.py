@@ -18,6 +18,10 @@ driver the cgroup is the ``docker-<id>.scope`` that vanishes at exit, so
 ``poll`` reports the last sample taken while it ran (``sample``/``poll``
 refresh it).
 
+Exits. A container this executor started is reported from its ``die`` (and
+``oom``) events and its own cgroup, without an inspect (docker_exits.py); any
+other is inspected.
+
 The container's create arguments and labels are built in docker_api.py; the
 TTY execs of interactive shells live in docker_tty.py.
 """
@@ -65,6 +69,7 @@ from ds01q.executors.docker_api import (
     parse_docker_time,
     stats_usage,
 )
+from ds01q.executors.docker_exits import EventExits
 from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
 from ds01q.executors.docker_net import apply_network, missing_network
@@ -117,6 +122,7 @@ class DockerExecutor:
         self._lock = threading.Lock()
         self._last: dict[int, Usage] = {}  # last sample per job, returned at exit when the cgroup is gone
         self._known: dict[int, tuple[str, int, str | None]] = {}  # job -> (container id, State.Pid, job cgroup)
+        self._exits = EventExits()  # exits as the events tell them (docker_exits.py)
         self._shells = ExecSessions(self.client)
         self._watch_thread: threading.Thread | None = None
         self._watch_stream: Any = None
@@ -204,6 +210,7 @@ class DockerExecutor:
             raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             self.client.api.start(cid)
+            self._exits.started(cid, time.time())
             # the main process's pid serves sampling only where the job has no cgroup of its own
             pid = 0 if job_cg else int(self.client.api.inspect_container(cid).get("State", {}).get("Pid") or 0)
         except docker.errors.DockerException as e:
@@ -304,6 +311,12 @@ class DockerExecutor:
 
     @_engine_errors
     def poll(self, handle: Handle) -> ExitInfo | None:
+        with self._lock:
+            known, last = self._known.get(handle.job_id), self._last.get(handle.job_id)
+        if known is not None and known[0] == handle.ref:  # started here: its die event may tell it all
+            info = self._exits.exit_info(known[0], known[2], last)
+            if info is not None:
+                return info
         attrs = self._inspect(handle)
         if attrs is None:
             last = self._last.get(handle.job_id)
@@ -366,6 +379,7 @@ class DockerExecutor:
         self._force_remove(ref)
         if job_cg:
             self._remove_cgroup(job_cg)
+        self._exits.forget(ref)
         with self._lock:
             self._last.pop(handle.job_id, None)
             self._known.pop(handle.job_id, None)
@@ -453,7 +467,7 @@ class DockerExecutor:
         since: int | None = None
         while not self._closed.is_set():
             try:
-                filters = {"type": "container", "event": ["die"], "label": label_filters(self.instance)}
+                filters = {"type": "container", "event": ["die", "oom"], "label": label_filters(self.instance)}
                 stream = self.client.api.events(since=since, filters=filters, decode=True)
                 self._watch_stream = stream
                 if self._closed.is_set():
@@ -477,6 +491,8 @@ class DockerExecutor:
         try:
             job_id = int(attrs.get(LABEL_JOB, ""))
         except ValueError:
+            return
+        if self._exits.seen(event) != "die":
             return
         callback = self._on_exit
         if callback is None:

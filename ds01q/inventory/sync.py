@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Sequence
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ds01q.db import store
@@ -34,8 +35,11 @@ def possible_profiles(infos: Sequence[SliceInfo]) -> frozenset[str]:
 
 
 def slice_infos(session: Session) -> list[SliceInfo]:
-    drained = {g.uuid for g in store.all_gpus(session) if g.drained}
-    return [store.slice_info(s, s.gpu_uuid in drained) for s in store.present_slices(session)]
+    """Every present slice, read as plain rows (each scheduling pass reads them)."""
+    gpus, slices = Gpu.__table__, Slice.__table__
+    drained = set(session.scalars(select(gpus.c.uuid).where(gpus.c.drained.is_(True))))
+    rows = session.execute(select(slices).where(slices.c.present.is_(True)).order_by(slices.c.uuid))
+    return [store.slice_info(s, s.gpu_uuid in drained) for s in rows]
 
 
 @dataclass

@@ -26,6 +26,7 @@ import pytest
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
 from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
+from ds01q.executors.docker_api import parse_docker_time
 
 docker = pytest.importorskip("docker")
 
@@ -202,6 +203,46 @@ def test_memory_limit_oom_kill(executor: Any, make_spec: Callable[..., LaunchSpe
     assert info.oom_killed is True
     assert info.exit_code != 0
     assert info.max_rss_bytes is not None and info.max_rss_bytes <= 40 * 2**20
+
+
+@pytest.mark.parametrize("command, mem, code, oom", [
+    (["sh", "-c", "sleep 1; exit 3"], None, 3, False),
+    (["sh", "-c", "head -c 100m /dev/zero | tail > /dev/null"], 32 * 2**20, None, True),
+])
+def test_an_exit_is_told_by_the_events_without_an_inspect(client: Any, make_spec: Callable[..., LaunchSpec],
+                                                          monkeypatch: pytest.MonkeyPatch, command: list[str],
+                                                          mem: int | None, code: int | None, oom: bool) -> None:
+    """A container this executor started: once its die event came, ``poll`` answers from the event (exit
+    code, time), the oom event and the job's cgroup (CPU, peak memory), with the engine's inspect refused."""
+    from ds01q.executors.docker import DockerExecutor
+
+    ex = DockerExecutor(client, name_prefix=f"ds01q-t{os.getpid()}e", instance=INSTANCE)
+    died = threading.Event()
+    ex.watch(lambda _jid: died.set())
+    spec = make_spec(command, **({"mem_bytes": mem} if mem else {}))
+    t0 = time.time()
+    h = ex.launch(spec)
+    try:
+        assert died.wait(30), "no die event"
+        attrs = client.api.inspect_container(h.ref)["State"]
+
+        def refused(*_a: Any, **_k: Any) -> Any:
+            raise AssertionError("inspected")
+
+        monkeypatch.setattr(ex.client.api, "inspect_container", refused)
+        info = ex.poll(h)
+        assert info is not None and info.oom_killed is oom
+        assert info.exit_code == attrs["ExitCode"] and (code is None or info.exit_code == code)
+        assert info.started_at is not None and info.finished_at is not None
+        assert t0 <= info.started_at <= info.finished_at <= time.time()
+        assert abs(info.finished_at - parse_docker_time(attrs["FinishedAt"])) < 1.0
+        assert info.cpu_s is not None and info.max_rss_bytes is not None
+        if oom:
+            assert info.max_rss_bytes <= 40 * 2**20
+        monkeypatch.undo()
+    finally:
+        ex.remove(h)
+        ex.close()
 
 
 def test_cpu_time_matches_what_the_job_measured(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:

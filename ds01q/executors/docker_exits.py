@@ -1,0 +1,86 @@
+"""A container's exit as the engine's events tell it, so that its job ends without an inspect.
+
+The engine answers an inspect of a container that just exited only after its clean-up of that
+container (unmounts, the network endpoint): a quarter of a second per job when 8 slices turn over
+on 2 cores. The ``die`` event already carries the exit code (``exitCode``) and the time
+(``timeNano``), an ``oom`` event comes where the engine would set ``State.OOMKilled``, and the
+job's own cgroup (which outlives the container) holds its CPU time, peak memory and OOM kills.
+The start time is when the engine's start call returned. A container this executor did not start
+itself, or one without a cgroup of its own, is inspected as before.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ds01q.executors import cgroups
+from ds01q.executors.base import ExitInfo, Usage
+
+__all__ = ["EventExits"]
+
+LIMIT = 4096  # entries kept per table; a container removed some other way must not grow them for ever
+
+
+@dataclass(frozen=True, slots=True)
+class _Died:
+    exit_code: int
+    finished_at: float
+
+
+def _put(table: dict[str, Any], key: str, value: Any) -> None:
+    table[key] = value
+    while len(table) > LIMIT:
+        del table[next(iter(table))]
+
+
+class EventExits:
+    """What the events said about this executor's containers, by container id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: dict[str, float] = {}
+        self._died: dict[str, _Died] = {}
+        self._oom: dict[str, bool] = {}
+
+    def started(self, cid: str, at: float) -> None:
+        with self._lock:
+            _put(self._started, cid, at)
+
+    def seen(self, event: dict[str, Any]) -> str | None:
+        """Note a ``die`` or ``oom`` event; returns its action."""
+        cid = str(event.get("id") or (event.get("Actor") or {}).get("ID") or "")
+        action = str(event.get("Action") or event.get("status") or "")
+        if not cid:
+            return action
+        if action == "oom":
+            with self._lock:
+                _put(self._oom, cid, True)
+        elif action == "die":
+            attrs = (event.get("Actor") or {}).get("Attributes") or {}
+            try:
+                died = _Died(int(attrs["exitCode"]), int(event["timeNano"]) / 1e9)
+            except (KeyError, TypeError, ValueError):  # an engine that does not say: inspected instead
+                return action
+            with self._lock:
+                _put(self._died, cid, died)
+        return action
+
+    def exit_info(self, cid: str, job_cgroup: str | None, last: Usage | None) -> ExitInfo | None:
+        """The exit of ``cid`` from its events and its cgroup, or None where they do not tell it all."""
+        with self._lock:
+            died, started, oom = self._died.get(cid), self._started.get(cid), self._oom.get(cid, False)
+        if died is None or started is None or not job_cgroup:
+            return None
+        usage = cgroups.read_cgroup_usage_path(job_cgroup) or last
+        if not oom and died.exit_code == 137:  # as the inspect path: the kill counted in the job's cgroup
+            oom = (cgroups.read_oom_kills(job_cgroup) or 0) > 0
+        return ExitInfo(exit_code=died.exit_code, oom_killed=oom, finished_at=died.finished_at,
+                        cpu_s=usage.cpu_s if usage else None, max_rss_bytes=usage.max_rss_bytes if usage else None,
+                        started_at=min(started, died.finished_at))
+
+    def forget(self, cid: str) -> None:
+        with self._lock:
+            self._started.pop(cid, None)
+            self._died.pop(cid, None)
+            self._oom.pop(cid, None)
