@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from ds01q.controller.deps import LoopDeps
 from ds01q.db import jobstate, store
 from ds01q.errors import Ds01qError
@@ -181,7 +183,8 @@ def check_idle(deps: LoopDeps, tracker: IdleTracker, now: float,
     containers like any other STOPPING job's.
     """
     with deps.sessions() as session:
-        jobs = [j for j in store.jobs_in(session, (JobState.RUNNING.value,)) if j.interactive and j.container]
+        jobs = list(session.scalars(select(Job).where(  # most passes have no interactive job: no batch job loaded
+            Job.state == JobState.RUNNING.value, Job.interactive.is_(True), Job.container.is_not(None)).order_by(Job.id)))
         slices = store.slices_of(session, [j.id for j in jobs])
     for gone in tracker.tracked() - {j.id for j in jobs}:
         tracker.forget(gone)

@@ -60,8 +60,7 @@ def _singletons(pending: list[Any], running: list[Any]) -> set[int]:
 def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
     pending_rows = store.job_rows_in(session, (JobState.PENDING.value,))
     running_rows = store.job_rows_in(session, store.HOLDING)
-    slices_by_job = store.slices_of(session, [j.id for j in running_rows])
-    equiv = {a.slice_uuid: a.gpu_equiv for a in store.active_allocations(session)}
+    held = store.held_slices(session)  # a job holding slices holds them through its active allocations
     specs = {j.id: spec_of(j.depends_on) for j in pending_rows}
     lookup = _dep_jobs(session, {d for spec in specs.values() for d in job_ids(spec)})
     held_back = _singletons(pending_rows, running_rows) if any(
@@ -74,9 +73,9 @@ def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache)
         for j in pending_rows
     )
     running = tuple(
-        RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(slices_by_job.get(j.id, ())),
+        RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(u for u, _ in held.get(j.id, ())),
                    started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,
-                   gpu_equiv=sum(equiv.get(u, 0.0) for u in slices_by_job.get(j.id, ())),
+                   gpu_equiv=sum(e for _, e in held.get(j.id, ())),
                    stopping=j.state == JobState.STOPPING.value, array_id=j.array_id, node=j.node)
         for j in running_rows
     )

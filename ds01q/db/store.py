@@ -110,6 +110,16 @@ def active_allocations(session: Session) -> list[Allocation]:
     return list(session.scalars(select(Allocation).where(Allocation.released_at.is_(None)).order_by(Allocation.id)))
 
 
+def held_slices(session: Session) -> dict[int, list[tuple[str, float]]]:
+    """(slice uuid, GPU-equivalents) of every active allocation, by job, in allocation order."""
+    out: dict[int, list[tuple[str, float]]] = {}
+    q = (select(Allocation.job_id, Allocation.slice_uuid, Allocation.gpu_equiv)
+         .where(Allocation.released_at.is_(None)).order_by(Allocation.id))
+    for job_id, uuid, equiv in session.execute(q):
+        out.setdefault(job_id, []).append((uuid, equiv))
+    return out
+
+
 def allocations_of(session: Session, job_id: int, active_only: bool = True) -> list[Allocation]:
     q = select(Allocation).where(Allocation.job_id == job_id)
     if active_only:

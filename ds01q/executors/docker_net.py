@@ -33,6 +33,8 @@ def ensure_user_network(client: Any, uid: int, user: str, known: set[str] | None
     if known is not None and name in known:
         return name
     with _lock:
+        if known is not None and name in known:  # found by a launch that held the lock before this one
+            return name
         try:
             found = client.networks.list(names=[name])
             if any(n.name == name for n in found):
