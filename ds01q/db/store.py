@@ -30,7 +30,7 @@ def jobs_in(session: Session, states: Sequence[str]) -> list[Job]:
 
 def job_rows_in(session: Session, states: Sequence[str]) -> list[Any]:
     """As ``jobs_in``, as plain read-only rows (the same attribute names) without the ORM's
-    identity map: the scheduling pass reads every active job at each submit, exit and launch."""
+    identity map: the scheduling pass reads every active job at each submit and exit."""
     jobs = Job.__table__
     return list(session.execute(select(jobs).where(jobs.c.state.in_(states)).order_by(jobs.c.id)).all())
 
