@@ -69,7 +69,7 @@ from ds01q.executors.docker_api import (
     parse_docker_time,
     stats_usage,
 )
-from ds01q.executors.docker_exits import EventExits
+from ds01q.executors.docker_exits import EventExits, killed_for_memory
 from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
 from ds01q.executors.docker_net import apply_network, missing_network
@@ -331,13 +331,10 @@ class DockerExecutor:
             return ExitInfo(None, False, None, None, None, error="container was created but never started")
         usage = self._measure(handle.job_id, attrs) or self._last.get(handle.job_id)
         exit_code = state.get("ExitCode")
-        oom = bool(state.get("OOMKilled"))
         job_cg = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_CGROUP)
-        if not oom and exit_code == 137 and job_cg:
-            oom = (cgroups.read_oom_kills(job_cg) or 0) > 0
         return ExitInfo(
             exit_code=int(exit_code) if exit_code is not None else None,
-            oom_killed=oom,
+            oom_killed=killed_for_memory(bool(state.get("OOMKilled")), exit_code, job_cg),
             finished_at=parse_docker_time(state.get("FinishedAt")),
             cpu_s=usage.cpu_s if usage else None,
             max_rss_bytes=usage.max_rss_bytes if usage else None,

@@ -17,7 +17,7 @@ from typing import Any
 from ds01q.executors import cgroups
 from ds01q.executors.base import ExitInfo, Usage
 
-__all__ = ["EventExits"]
+__all__ = ["EventExits", "killed_for_memory"]
 
 LIMIT = 4096  # entries kept per table; a container removed some other way must not grow them for ever
 
@@ -26,6 +26,14 @@ LIMIT = 4096  # entries kept per table; a container removed some other way must 
 class _Died:
     exit_code: int
     finished_at: float
+
+
+def killed_for_memory(flagged: bool, exit_code: int | None, job_cgroup: str | None) -> bool:
+    """The engine's OOM flag, or for a SIGKILL (137) an OOM kill counted in the job's own cgroup (the
+    engine does not flag a kill by the job cgroup's limit, which sits above the container's)."""
+    if flagged or exit_code != 137 or not job_cgroup:
+        return flagged
+    return (cgroups.read_oom_kills(job_cgroup) or 0) > 0
 
 
 def _put(table: dict[str, Any], key: str, value: Any) -> None:
@@ -73,9 +81,8 @@ class EventExits:
         if died is None or started is None or not job_cgroup:
             return None
         usage = cgroups.read_cgroup_usage_path(job_cgroup) or last
-        if not oom and died.exit_code == 137:  # as the inspect path: the kill counted in the job's cgroup
-            oom = (cgroups.read_oom_kills(job_cgroup) or 0) > 0
-        return ExitInfo(exit_code=died.exit_code, oom_killed=oom, finished_at=died.finished_at,
+        return ExitInfo(exit_code=died.exit_code, oom_killed=killed_for_memory(oom, died.exit_code, job_cgroup),
+                        finished_at=died.finished_at,
                         cpu_s=usage.cpu_s if usage else None, max_rss_bytes=usage.max_rss_bytes if usage else None,
                         started_at=min(started, died.finished_at))
 
