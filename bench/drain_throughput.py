@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._daemon import BenchDaemon, gpus  # noqa: E402
 from ds01q.client.api import Client  # noqa: E402
-from ds01q.types import JobState  # noqa: E402
 
 IMAGE = "ds01q/busybox:test"
 
@@ -81,15 +80,7 @@ def through_ds01q(d: BenchDaemon, jobs: int, submit: str = "each") -> float:
             ids = c.submit_many([{"script": "true\n", "workdir": str(d.root), "mig": "1g.5gb"}] * jobs)
         else:
             ids = [c.submit(script, workdir=str(d.root), mig="1g.5gb") for _ in range(jobs)]
-        left = list(ids)
-        # the earliest job not seen ended, one `show` each 0.2 s (as `Client.wait`): a `queue` of every job
-        # 20 times a second took about a third of the daemon's request thread (py-spy), on the cores being
-        # measured, and a `show` every 50 ms 6 % of the daemon's samples
-        while left:
-            if JobState(c.show(left[0])["state"]).is_final:
-                left.pop(0)
-            else:
-                time.sleep(0.2)
+        c.wait_states(ids)  # the daemon answers once every job has ended (the `wait` request)
         elapsed = time.perf_counter() - t
         bad = [i for i in ids if c.show(i)["state"] != "COMPLETED"]
     if bad:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ds01q.accounting.models import JobUsage, UsageSample
@@ -41,6 +41,13 @@ __all__ = ["DEFAULT_CGROUP_ROOT", "cgroup_of", "decayed_usage", "energy_kwh", "o
 
 DEFAULT_CGROUP_ROOT = "ds01q"
 _SAME_RUN_S = 1e-6
+# built once: each job's end reads its samples and its earlier runs
+_SAMPLES = (select(UsageSample.at, UsageSample.cpu_s, UsageSample.mem_bytes, UsageSample.max_rss_bytes,
+                   UsageSample.power_w)
+            .where(UsageSample.job_id == bindparam("job"), UsageSample.at >= bindparam("lo"),
+                   UsageSample.at <= bindparam("hi"))
+            .order_by(UsageSample.at))
+_RUNS = select(JobUsage).where(JobUsage.job_id == bindparam("job"))
 
 
 def cgroup_of(group: str, user: str, root: str = DEFAULT_CGROUP_ROOT) -> str:
@@ -86,11 +93,7 @@ def on_job_end(session: Session, job: Job, allocations: list[Allocation], now: f
     allocs = _run_allocations(job, allocations, started)
     share = sum(a.gpu_equiv for a in allocs)
     mem_mb = sum(a.memory_mb for a in allocs)
-    samples = list(session.execute(
-        select(UsageSample.at, UsageSample.cpu_s, UsageSample.mem_bytes, UsageSample.max_rss_bytes,
-               UsageSample.power_w)
-        .where(UsageSample.job_id == job.id, UsageSample.at >= start, UsageSample.at <= now)
-        .order_by(UsageSample.at)))
+    samples = list(session.execute(_SAMPLES, {"job": job.id, "lo": start, "hi": now}))
     cpu = job.cpu_s
     if cpu is None:
         cpus = [s.cpu_s for s in samples if s.cpu_s is not None]
@@ -104,7 +107,7 @@ def on_job_end(session: Session, job: Job, allocations: list[Allocation], now: f
         gpu_mem_gb_h=mem_mb / 1024 * wall / 3600, cpu_s=cpu, max_rss_bytes=max(peaks) if peaks else None,
         energy_kwh=energy_kwh([(s.at, s.power_w) for s in samples], start, now), recorded_at=now,
     )
-    runs = list(session.scalars(select(JobUsage).where(JobUsage.job_id == job.id)))
+    runs = list(session.scalars(_RUNS, {"job": job.id}))
     same = [r for r in runs if abs(r.started_at - start) < _SAME_RUN_S and (wall > 0 or r.wall_s == 0)]
     if same:
         for k, v in values.items():

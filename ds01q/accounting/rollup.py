@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ds01q.accounting.models import JobUsage, Rollup, RollupDirty, RollupWatermark
@@ -267,25 +268,29 @@ def stream_runs(open_session: Callable[[], AbstractContextManager[Session]], buc
 
 # ------------------------------------------------------------------ dirty marks
 
+def _dirty_upsert(upsert: Any) -> Any:
+    stmt = upsert(RollupDirty).values(period=bindparam("b_kind"), period_start=bindparam("b_start"), version=1)
+    return stmt.on_conflict_do_update(index_elements=["period", "period_start"],
+                                      set_={"version": RollupDirty.version + 1})
+
+
+# built once: each job's end marks its periods
+_DIRTY_UPSERT = {"sqlite": _dirty_upsert(sqlite.insert), "postgresql": _dirty_upsert(postgresql.insert)}
+
+
 def mark_dirty(session: Session, started_at: float, ended_at: float) -> None:
     """Mark every day and month the run touches as out of date (in the caller's transaction)."""
-    dialect = session.get_bind().dialect.name
-    for kind in PERIODS:
-        for p0 in touched_periods(kind, started_at, ended_at):
-            if dialect in ("sqlite", "postgresql"):
-                if dialect == "sqlite":
-                    from sqlalchemy.dialects.sqlite import insert as upsert
-                else:
-                    from sqlalchemy.dialects.postgresql import insert as upsert
-                stmt = upsert(RollupDirty).values(period=kind, period_start=p0, version=1)
-                session.execute(stmt.on_conflict_do_update(index_elements=["period", "period_start"],
-                                                           set_={"version": RollupDirty.version + 1}))
-                continue
-            row = session.get(RollupDirty, (kind, p0))
-            if row is None:
-                session.add(RollupDirty(period=kind, period_start=p0, version=1))
-            else:
-                row.version += 1
+    marks = [(kind, p0) for kind in PERIODS for p0 in touched_periods(kind, started_at, ended_at)]
+    upsert = _DIRTY_UPSERT.get(session.get_bind().dialect.name)
+    if upsert is not None:
+        session.execute(upsert, [{"b_kind": kind, "b_start": p0} for kind, p0 in marks])
+        return
+    for kind, p0 in marks:
+        row = session.get(RollupDirty, (kind, p0))
+        if row is None:
+            session.add(RollupDirty(period=kind, period_start=p0, version=1))
+        else:
+            row.version += 1
 
 
 # ------------------------------------------------------------------ rollup

@@ -104,11 +104,10 @@ def submit(ctx: click.Context, script: str, args: tuple[str, ...], wait: bool, p
             ctx.exit(_exit_code(_wait_for_end(c, job_id)))
 
 
-def _wait_for_end(c: Client, job_id: int, poll_s: float = 0.5) -> dict[str, Any]:
-    """Poll until the job ends, with a spinner (state, position, reason, estimated start) on a terminal and a
-    plain line on stderr at each change otherwise."""
-    import time
-
+def _wait_for_end(c: Client, job_id: int, every_s: float = 1.0) -> dict[str, Any]:
+    """Wait until the job ends, with a spinner (state, position, reason, estimated start) on a terminal and a
+    plain line on stderr at each change otherwise. Between two looks the daemon waits (``Client.wait_states``),
+    answering at once when the job ends."""
     from ds01q.cli.shell import _Progress, wait_line
     from ds01q.client.api import FINAL
 
@@ -126,7 +125,7 @@ def _wait_for_end(c: Client, job_id: int, poll_s: float = 0.5) -> dict[str, Any]
                 except ServerUnavailable:
                     queue = []
                 progress.update(wait_line(job, queue, withdraw=False))
-            time.sleep(poll_s)
+            c.wait_states([job_id], timeout=every_s)
 
 
 def _exit_code(job: dict[str, Any]) -> int:

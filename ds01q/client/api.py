@@ -308,16 +308,27 @@ class Client:
 
     def wait(self, job_id: int, poll_s: float = 0.2, timeout: float | None = None,
              restart_s: float = 300.0) -> dict[str, Any]:
-        """Poll until the job ends. A daemon that goes away (restart) is waited for up to
-        ``restart_s`` seconds at a time: the job goes on meanwhile."""
+        """Wait until the job ends (or ``timeout`` seconds pass) and return it as ``show`` does. A daemon that
+        goes away (restart) is waited for up to ``restart_s`` seconds at a time: the job goes on meanwhile.
+        ``poll_s`` is kept for callers of the old polling wait; the daemon now waits (``wait_states``)."""
+        self.wait_states([job_id], timeout, restart_s)
+        return self.show_surviving_restart(job_id, restart_s)
+
+    def wait_states(self, job_ids: Sequence[int], timeout: float | None = None,
+                    restart_s: float = 300.0) -> dict[int, str]:
+        """The jobs' states once all of them are final, or when ``timeout`` seconds have passed. The daemon
+        answers each ``wait`` request when they are (or after a while, within this client's read timeout)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        per_request = max(0.5, min(20.0, self.timeout / 2))
         while True:
-            job = self.show_surviving_restart(job_id, restart_s)
-            if job["state"] in FINAL:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                return job
-            time.sleep(poll_s)
+            left = per_request if deadline is None else max(0.0, min(per_request, deadline - time.monotonic()))
+            try:
+                out = self.call("wait", ids=list(job_ids), timeout=round(left, 3))
+            except ServerUnavailable:
+                self._reconnect(restart_s)
+                continue
+            if out["done"] or (deadline is not None and time.monotonic() >= deadline):
+                return {int(k): v for k, v in out["states"].items()}
 
     def show_surviving_restart(self, job_id: int, restart_s: float = 300.0) -> dict[str, Any]:
         """``show``; a daemon that goes away (restart) is waited for up to ``restart_s`` seconds at a time."""

@@ -175,6 +175,10 @@ def _timeout_of(deps: LoopDeps, job: Job) -> float | None:
     return group.idle_timeout_s or None
 
 
+_INTERACTIVE_RUNNING = select(Job).where(  # built once: each pass runs it
+    Job.state == JobState.RUNNING.value, Job.interactive.is_(True), Job.container.is_not(None)).order_by(Job.id)
+
+
 def check_idle(deps: LoopDeps, tracker: IdleTracker, now: float,
                gpu_reader: UsageReader | None = None) -> list[int]:
     """Sample the RUNNING interactive jobs, warn the idle ones, stop the expired ones.
@@ -183,8 +187,7 @@ def check_idle(deps: LoopDeps, tracker: IdleTracker, now: float,
     containers like any other STOPPING job's.
     """
     with deps.sessions() as session:
-        jobs = list(session.scalars(select(Job).where(  # most passes have no interactive job: no batch job loaded
-            Job.state == JobState.RUNNING.value, Job.interactive.is_(True), Job.container.is_not(None)).order_by(Job.id)))
+        jobs = list(session.scalars(_INTERACTIVE_RUNNING))  # most passes have none: no batch job loaded
         slices = store.slices_of(session, [j.id for j in jobs])
     for gone in tracker.tracked() - {j.id for j in jobs}:
         tracker.forget(gone)

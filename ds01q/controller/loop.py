@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -34,7 +35,7 @@ from ds01q.controller.preempt import Reclaim, is_reclaim, preempt
 from ds01q.controller.nodes import check_nodes
 from ds01q.controller.notify import Notifier
 from ds01q.controller.signals import send_due_signals
-from ds01q.controller.snapshot import UsageCache, build_snapshot
+from ds01q.controller.snapshot import PendingCache, UsageCache, build_snapshot
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job, Slice
 from ds01q.errors import Conflict, Ds01qError
@@ -47,7 +48,15 @@ from ds01q.types import JobState, Reason, StopOutcome
 log = logging.getLogger("ds01q.controller")
 MAX_LAUNCH_TRIES = 3
 SWEEP_EVERY_S = 5.0
+MIN_PASS_GAP_S = 0.025  # from the start of one pass to the next: at most 40 passes a second
 S = JobState
+_PERSIST_REASONS = (update(Job.__table__)
+                    .where(Job.__table__.c.id == bindparam("b_id"), Job.__table__.c.state == S.PENDING.value)
+                    .values(reason=bindparam("b_reason"), reason_detail=bindparam("b_detail"),
+                            priority=bindparam("b_prio"), estimated_start=bindparam("b_est")))
+# built once: each pass asks whether a job is to be stopped (most passes: none)
+_STOP_DUE = select(Job.id).where((Job.state == S.STOPPING.value) | (
+    (Job.state == S.RUNNING.value) & (Job.started_at + Job.time_limit_s <= bindparam("now")))).limit(1)
 
 
 def one_line(e: BaseException) -> str:
@@ -77,10 +86,12 @@ class Controller:
         self.cleanup = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ds01q-remove")
         self.removing: set[str] = set()  # containers of ended jobs whose removal is queued or running
         self.usage = UsageCache()
+        self.pending_jobs = PendingCache()
         self.persisted: dict[int, tuple[Any, ...]] = {}
         self.persisted_at: float | None = None  # when priorities and estimates were last all stored
         self.last_sweep = 0.0
         self.last_sample = 0.0
+        self.last_timed = -1e18  # when the --signal and idle checks last ran
         self.idle = IdleTracker()
         self._last_cycle: CycleResult | None = None
         self.health = Health()
@@ -154,8 +165,8 @@ class Controller:
                 self._flag_exit(job_id)
                 return
             with self.session() as session:
-                job = session.get(Job, job_id)
-                ref = job.container if job is not None and job.state in (S.RUNNING.value, S.STOPPING.value) else None
+                found = store.state_and_container(session, job_id)
+            ref = found[1] if found is not None and found[0] in (S.RUNNING.value, S.STOPPING.value) else None
             if ref is None:  # ended already, or not started: nothing of this job's to record
                 with self.lock:
                     launching = job_id in self.launching
@@ -179,11 +190,16 @@ class Controller:
         self.health.guard("recover", self.clock.now(), self.recover)
         while not self.stop_event.is_set():
             self.wake_event.clear()
+            began = time.monotonic()
             try:
                 self.tick()
             except Exception:  # the loop must survive anything; the next tick retries
                 log.exception("tick failed")
             self.wake_event.wait(self.config.tick_s)
+            # wakes close together (a burst of submits, one request each) make one pass, not one each
+            rest = MIN_PASS_GAP_S - (time.monotonic() - began)
+            if rest > 0:
+                self.stop_event.wait(rest)
 
     def close(self) -> None:
         self.stop_event.set()
@@ -206,8 +222,12 @@ class Controller:
         if full or not self.health.executor_ok:
             guard("containers", now, reconcile_containers, self)
         guard("enforce", now, self.enforce, now)
-        guard("signal", now, send_due_signals, self, now)  # --signal: SIG before the time limit, once per run
-        guard("idle", now, check_idle, self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
+        if now - self.last_timed >= min(1.0, self.config.tick_s) or now < self.last_timed:
+            # checks of time alone, not of what woke the pass: at most once a second (a pass runs at each
+            # submit, exit and launch)
+            self.last_timed = now
+            guard("signal", now, send_due_signals, self, now)  # --signal: SIG before the time limit, once per run
+            guard("idle", now, check_idle, self.deps, self.idle, now)  # interactive idle limit: marks jobs STOPPING
         guard("sample", now, self.sample, now)
         result = guard("schedule", now, self.schedule_and_dispatch, self.clock.now())
         guard("notify", now, self.notifier.step, self, self.clock.now())  # --mail-type: the notify hook
@@ -330,9 +350,7 @@ class Controller:
         signals: list[tuple[int, str, int, bool]] = []
         grace, stop_grace = self.config.preempt_grace_s, self.config.executor.stop_grace_s
         with self.session() as session:  # most passes have nothing to stop: no write transaction for them
-            due = session.scalar(select(Job.id).where(
-                (Job.state == S.STOPPING.value)
-                | ((Job.state == S.RUNNING.value) & (Job.started_at + Job.time_limit_s <= now))).limit(1))
+            due = session.scalar(_STOP_DUE, {"now": now})
         if due is None:
             self.reclaim.keep_only(set())
             return
@@ -405,7 +423,7 @@ class Controller:
     # ------------------------------------------------------------ schedule
     def schedule_and_dispatch(self, now: float) -> CycleResult:
         with self.session() as session:
-            snap = build_snapshot(session, self.config, now, self.usage)
+            snap = build_snapshot(session, self.config, now, self.usage, self.pending_jobs)
         result = schedule(snap)
         if not self.health.executor_ok:  # place nothing while the executor is down: all wait, saying why
             result = executor_down(result, self.health.executor_error or "")
@@ -437,14 +455,10 @@ class Controller:
                 changed[job_id] = key
         if not changed:
             return
-        jobs = Job.__table__
-        stmt = (update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == S.PENDING.value)
-                .values(reason=bindparam("b_reason"), reason_detail=bindparam("b_detail"),
-                        priority=bindparam("b_prio"), estimated_start=bindparam("b_est")))
         rows = [{"b_id": job_id, "b_reason": reason, "b_detail": detail or None, "b_prio": prio, "b_est": est}
                 for job_id, (reason, detail, prio, est) in changed.items()]
         with self.txn() as session:  # one statement, many rows; a job no longer PENDING is left alone
-            session.execute(stmt, rows)
+            session.execute(_PERSIST_REASONS, rows)
         self.persisted.update(changed)
 
     def assume(self, p: Placement, now: float) -> bool:

@@ -61,8 +61,11 @@ def _sent_this_run(session: Any, job_id: int) -> bool:
                           .limit(1)) is not None
 
 
+_RUNNING_WITH_SIGNAL = select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None))  # each pass
+
+
 def _running_with_signal(session: Any) -> Any:
-    return session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.signal.is_not(None)))
+    return session.scalars(_RUNNING_WITH_SIGNAL)
 
 
 def claim(ctl: Any, now: float) -> list[tuple[int, str, int, str, bool]]:

@@ -17,6 +17,27 @@ from ds01q.inventory.sync import possible_profiles, slice_infos
 from ds01q.types import JobState
 
 
+class PendingCache:
+    """The PendingJob of each pending job without dependencies (and of a configured group), kept while its row
+    and the config are the same (a pass runs at each submit and exit and reads every pending job; most of
+    them did not change)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, tuple[Any, Config, PendingJob]] = {}
+
+    def build(self, cfg: Config, rows: Sequence[Any], make: Any) -> tuple[PendingJob, ...]:
+        """``make(row)`` for each row not kept; forgets the jobs no longer pending."""
+        old, self.jobs = self.jobs, {}
+        out = []
+        for j in rows:
+            hit = old.get(j.id)
+            job = hit[2] if hit is not None and hit[1] is cfg and hit[0] == j else make(j)
+            if (not j.depends_on or j.depends_on == "[]") and j.group in cfg.groups:  # else: read anew each pass
+                self.jobs[j.id] = (j, cfg, job)
+            out.append(job)
+        return tuple(out)
+
+
 class UsageCache:
     """Decayed per-user usage for fair-share, recomputed at most every ``ttl_s``."""
 
@@ -57,21 +78,24 @@ def _singletons(pending: list[Any], running: list[Any]) -> set[int]:
     return {j.id for j in pending if first[(j.user, j.name)] < j.id}
 
 
-def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache) -> Snapshot:
+def build_snapshot(session: Session, cfg: Config, now: float, usage: UsageCache,
+                   cache: PendingCache | None = None) -> Snapshot:
     pending_rows = store.job_rows_in(session, (JobState.PENDING.value,))
     running_rows = store.job_rows_in(session, store.HOLDING)
     held = store.held_slices(session)  # a job holding slices holds them through its active allocations
-    specs = {j.id: spec_of(j.depends_on) for j in pending_rows}
+    specs = {j.id: spec_of(j.depends_on) for j in pending_rows if j.depends_on and j.depends_on != "[]"}
     lookup = _dep_jobs(session, {d for spec in specs.values() for d in job_ids(spec)})
     held_back = _singletons(pending_rows, running_rows) if any(
         it["type"] == "singleton" for spec in specs.values() if spec for it in spec["items"]) else set()
-    pending = tuple(
-        PendingJob(id=j.id, user=j.user, group=_group(cfg, j), request=store.request_of(j), submitted_at=j.submitted_at,
-                   time_limit_s=j.time_limit_s, interactive=j.interactive, nice=j.nice, boost=j.boost, held=j.state == JobState.HELD.value,
-                   dependency=evaluate(specs[j.id], lookup, now, j.id in held_back), array_id=j.array_id, requeue_count=j.requeue_count,
-                   eligible_at=j.eligible_at or 0.0)
-        for j in pending_rows
-    )
+
+    def make(j: Any) -> PendingJob:
+        return PendingJob(id=j.id, user=j.user, group=_group(cfg, j), request=store.request_of(j),
+                          submitted_at=j.submitted_at, time_limit_s=j.time_limit_s, interactive=j.interactive,
+                          nice=j.nice, boost=j.boost, held=j.state == JobState.HELD.value,
+                          dependency=evaluate(specs.get(j.id), lookup, now, j.id in held_back), array_id=j.array_id,
+                          requeue_count=j.requeue_count, eligible_at=j.eligible_at or 0.0)
+
+    pending = (cache or PendingCache()).build(cfg, pending_rows, make)
     running = tuple(
         RunningJob(id=j.id, user=j.user, group=_group(cfg, j), slices=tuple(u for u, _ in held.get(j.id, ())),
                    started_at=j.started_at or now, time_limit_s=j.time_limit_s, interactive=j.interactive,

@@ -17,7 +17,7 @@ from ds01q.daemon.janitor import Janitor
 from ds01q.daemon.limits import ConnectionLimiter
 from ds01q.daemon.relay import attach as relay
 from ds01q.errors import Ds01qError, RequestError
-from ds01q.services import Caller, Context, accounting, audit, holds, jobs, mig, status, submit
+from ds01q.services import Caller, Context, accounting, audit, holds, jobs, mig, status, submit, waiting
 from ds01q.services.dbguard import db_guarded
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ OPS: dict[str, Handler] = {
     "submit_many": submit.submit_many,
     "queue": jobs.queue,
     "show": jobs.show,
+    "wait": waiting.wait,
     "history": jobs.history,
     "cancel": jobs.cancel,
     "logs": jobs.logs,

@@ -25,7 +25,7 @@ container is started only after STARTING has committed.
 """
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from ds01q.db import store
@@ -34,6 +34,10 @@ from ds01q.errors import Conflict, RequestError
 from ds01q.types import FINAL_STATES, JobState, Reason, StopOutcome
 
 S = JobState
+_jobs = Job.__table__
+# the compare-and-set of every state change, built once (it runs three times in each job's life)
+_CAS = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == bindparam("b_from"))
+        .values(state=bindparam("b_to")))
 
 EDGES: dict[JobState, frozenset[JobState]] = {
     S.PENDING: frozenset({S.STARTING, S.HELD, S.CANCELLED, S.FAILED, S.PENDING}),
@@ -64,8 +68,7 @@ def transition(session: Session, job: Job, to: JobState, *, at: float, by: str, 
     if not can_transition(frm, to):
         raise RequestError(f"job {job.id} cannot go from {frm.value} to {to.value}")
     session.flush()
-    res = session.execute(update(Job).where(Job.id == job.id, Job.state == frm.value).values(state=to.value)
-                          .execution_options(synchronize_session=False))
+    res = session.execute(_CAS, {"b_id": job.id, "b_from": frm.value, "b_to": to.value})
     if res.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"job {job.id} changed state while it was being moved to {to.value}")
     job.state = to.value

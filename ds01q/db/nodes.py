@@ -28,9 +28,12 @@ def all_nodes(session: Session) -> list[Node]:
     return list(session.scalars(select(Node).order_by(Node.name)))
 
 
+_UNAVAILABLE = select(Node.name).where(Node.state != UP)  # built once: each scheduling pass runs it
+
+
 def unavailable(session: Session) -> frozenset[str]:
     """Nodes that must get no new job (DOWN or DRAINED). A node never registered is not here."""
-    return frozenset(session.scalars(select(Node.name).where(Node.state != UP)))
+    return frozenset(session.scalars(_UNAVAILABLE))
 
 
 def heartbeat(session: Session, name: str, now: float, running: dict[int, str]) -> Node:

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from ds01q.errors import NotFound
@@ -15,6 +15,26 @@ from ds01q.types import ACTIVE_NAMES, HOLDING_NAMES, ResourceRequest, SliceInfo
 
 ACTIVE = ACTIVE_NAMES
 HOLDING = HOLDING_NAMES
+
+# The statements of every job's path (scheduling pass, assume, launch, exit), built once: building a
+# statement and its cache key at each call cost more CPU than running it on SQLite.
+_jobs, _allocs = Job.__table__, Allocation.__table__
+# what the scheduling pass reads of each active job: not the script, environment and arguments it never uses
+SCHEDULED_COLUMNS = ("id", "name", "user", "group", "state", "boost", "nice", "interactive", "request", "time_limit_s",
+                     "submitted_at", "started_at", "eligible_at", "requeue_count", "node", "array_id", "depends_on",
+                     "array_throttle")
+_JOB_ROWS_IN = (select(*(_jobs.c[name] for name in SCHEDULED_COLUMNS))
+                .where(_jobs.c.state.in_(bindparam("states", expanding=True))).order_by(_jobs.c.id))
+_JOBS_IN = select(Job).where(Job.state.in_(bindparam("states", expanding=True))).order_by(Job.id)
+_JOB_STATES = select(_jobs.c.id, _jobs.c.state).where(_jobs.c.id.in_(bindparam("ids", expanding=True)))
+_STATE_AND_CONTAINER = select(_jobs.c.state, _jobs.c.container).where(_jobs.c.id == bindparam("job"))
+_HELD = (select(_allocs.c.job_id, _allocs.c.slice_uuid, _allocs.c.gpu_equiv)
+         .where(_allocs.c.released_at.is_(None)).order_by(_allocs.c.id))
+_ALLOCS_OF = select(Allocation).where(Allocation.job_id == bindparam("job")).order_by(Allocation.id)
+_ACTIVE_ALLOCS_OF = (select(Allocation).where(Allocation.job_id == bindparam("job"), Allocation.released_at.is_(None))
+                     .order_by(Allocation.id))
+_RELEASE = (update(_allocs).where(_allocs.c.job_id == bindparam("job"), _allocs.c.released_at.is_(None))
+            .values(released_at=bindparam("at")))
 
 
 def get_job(session: Session, job_id: int) -> Job:
@@ -25,14 +45,19 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def jobs_in(session: Session, states: Sequence[str]) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.state.in_(states)).order_by(Job.id)))
+    return list(session.scalars(_JOBS_IN, {"states": list(states)}))
+
+
+def state_and_container(session: Session, job_id: int) -> tuple[str, str | None] | None:
+    """The job's state and container, or None: what an exit needs to know before it is recorded."""
+    row = session.execute(_STATE_AND_CONTAINER, {"job": job_id}).first()
+    return (row.state, row.container) if row is not None else None
 
 
 def job_rows_in(session: Session, states: Sequence[str]) -> list[Any]:
-    """As ``jobs_in``, as plain read-only rows (the same attribute names) without the ORM's
-    identity map: the scheduling pass reads every active job at each submit and exit."""
-    jobs = Job.__table__
-    return list(session.execute(select(jobs).where(jobs.c.state.in_(states)).order_by(jobs.c.id)).all())
+    """As ``jobs_in``, as plain read-only rows of ``SCHEDULED_COLUMNS`` (the same attribute names) without
+    the ORM's identity map: the scheduling pass reads every active job at each submit and exit."""
+    return list(session.execute(_JOB_ROWS_IN, {"states": list(states)}).all())
 
 
 def history(session: Session, *, user: str | None = None, states: Sequence[str] | None = None,
@@ -113,18 +138,13 @@ def active_allocations(session: Session) -> list[Allocation]:
 def held_slices(session: Session) -> dict[int, list[tuple[str, float]]]:
     """(slice uuid, GPU-equivalents) of every active allocation, by job, in allocation order."""
     out: dict[int, list[tuple[str, float]]] = {}
-    q = (select(Allocation.job_id, Allocation.slice_uuid, Allocation.gpu_equiv)
-         .where(Allocation.released_at.is_(None)).order_by(Allocation.id))
-    for job_id, uuid, equiv in session.execute(q):
+    for job_id, uuid, equiv in session.execute(_HELD):
         out.setdefault(job_id, []).append((uuid, equiv))
     return out
 
 
 def allocations_of(session: Session, job_id: int, active_only: bool = True) -> list[Allocation]:
-    q = select(Allocation).where(Allocation.job_id == job_id)
-    if active_only:
-        q = q.where(Allocation.released_at.is_(None))
-    return list(session.scalars(q.order_by(Allocation.id)))
+    return list(session.scalars(_ACTIVE_ALLOCS_OF if active_only else _ALLOCS_OF, {"job": job_id}))
 
 
 def allocate(session: Session, job: Job, slices: Sequence[Slice], at: float) -> None:
@@ -138,8 +158,10 @@ def allocate(session: Session, job: Job, slices: Sequence[Slice], at: float) -> 
 
 
 def release(session: Session, job_id: int, at: float) -> int:
-    res = session.execute(update(Allocation).where(Allocation.job_id == job_id, Allocation.released_at.is_(None))
-                          .values(released_at=at))
+    res = session.execute(_RELEASE, {"job": job_id, "at": at})
+    for obj in list(session.identity_map.values()):  # a Core update: what this session loaded reads it again
+        if isinstance(obj, Allocation) and obj.job_id == job_id:
+            session.expire(obj, ["released_at"])
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -148,7 +170,7 @@ def job_states(session: Session, job_ids: Iterable[int]) -> dict[int, str]:
     ids = list(job_ids)
     if not ids:
         return {}
-    return {jid: st for jid, st in session.execute(select(Job.id, Job.state).where(Job.id.in_(ids)))}
+    return {jid: st for jid, st in session.execute(_JOB_STATES, {"ids": ids})}
 
 
 def slices_of(session: Session, job_ids: Iterable[int]) -> dict[int, list[str]]:

@@ -103,6 +103,9 @@ class DockerExecutor:
                  job_cgroups: bool = True, init: bool = True, network: str = "bridge") -> None:
         try:
             self.client = client if client is not None else docker.from_env()
+            # a Unix socket needs no proxy: without this, requests scans the whole environment for proxy
+            # settings at every API call, a third of the CPU the daemon spent per call
+            self.client.api.trust_env = False
             info = self.client.info() if cgroup_driver is None else {}
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
@@ -166,68 +169,92 @@ class DockerExecutor:
     def launch(self, spec: LaunchSpec) -> Handle:
         kwargs = self._create_kwargs(spec)
         job_cg = kwargs["labels"].get(LABEL_CGROUP)
-        container = self._existing(spec)
-        if container is not None and container.attrs.get("State", {}).get("Status") != "created":
-            return self._adopted(spec, container, job_cg)  # this attempt already ran or runs: never twice
-        if container is not None:  # created but never started (a crash in between): its mount is stale
-            self._force_remove(container.id)
-        for path in (spec.output_path, error_file(spec)) if not spec.interactive else ():
-            if path:  # created as the user, checked to be the user's own regular file, then emptied
-                create_output_file(path, spec.uid, spec.gid)
-                if spec.uid != 0:
-                    check_output(spec.workdir, path, spec.uid)
-                if spec.truncate:
-                    create_output_file(path, spec.uid, spec.gid, truncate=True)
-        if job_cg and not cgroups.cgroup_pids(job_cg):
-            self._remove_cgroup(job_cg)
         apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
-        # mount the directory checked, not a path; staged under this instance's own root, as job ids
-        # repeat across daemons on one host (and one daemon's drop of another's staging point unmounts it)
-        held = HeldDir(spec.workdir, spec.uid, spec.job_id, root=self._held_root)
-        kwargs["mounts"][0]["Source"] = held.source
+        made = self._create_held(spec, kwargs, job_cg)
+        if isinstance(made, Handle):
+            return made  # this attempt already ran or runs: adopted, never run twice, its output left alone
+        cid, held = made
         try:
-            try:
-                cid = self._create(kwargs)
-            except docker.errors.NotFound as e:
-                if isinstance(e, docker.errors.ImageNotFound) or not missing_network(e, kwargs):
-                    raise
-                self._networks.discard(kwargs["network"])  # removed since it was cached: make it again, once
-                apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
-                cid = self._create(kwargs)
-        except ExecutorError:
-            held.release()
+            for path in (spec.output_path, error_file(spec)) if not spec.interactive else ():
+                if path:  # created as the user, checked to be the user's own regular file, then emptied
+                    create_output_file(path, spec.uid, spec.gid)
+                    if spec.uid != 0:
+                        check_output(spec.workdir, path, spec.uid)
+                    if spec.truncate:
+                        create_output_file(path, spec.uid, spec.gid, truncate=True)
+            if job_cg and not cgroups.cgroup_pids(job_cg):  # a stale one of this name: runc makes it anew
+                self._remove_cgroup(job_cg)
+        except Exception:  # an output file refused: the container, never started, goes
+            self._discard(cid, held, job_cg, spec.job_id)
             raise
-        except docker.errors.ImageNotFound:
-            held.release()
-            raise ExecutorError(f"image '{spec.image}' is not on this node") from None
-        except docker.errors.APIError as e:
-            held.release()
-            if e.status_code != 409 or (container := self._existing(spec)) is None:  # 409: name taken meanwhile
-                raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
-            return self._adopted(spec, container, job_cg)  # another launch of this attempt won the race
-        except docker.errors.DockerException as e:
-            held.release()
-            raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
         try:
             self.client.api.start(cid)
             self._exits.started(cid, time.time())
             # the main process's pid serves sampling only where the job has no cgroup of its own
             pid = 0 if job_cg else int(self.client.api.inspect_container(cid).get("State", {}).get("Pid") or 0)
-        except docker.errors.DockerException as e:
-            held.release()
-            why = api_error(e)
-            try:
-                self._force_remove(cid)
-            except ExecutorError as cleanup:
-                log.warning("job %s: %s", spec.job_id, cleanup)
-            if job_cg:
-                self._remove_cgroup(job_cg)
-            raise ExecutorError(f"cannot start container for job {spec.job_id}: {why}") from None
+        except docker.errors.DockerException as e:  # the engine refused the start (an answer lost is not this:
+            # that container may run, and the caller looks for it before it forgets the launch)
+            self._discard(cid, held, job_cg, spec.job_id)
+            raise ExecutorError(f"cannot start container for job {spec.job_id}: {api_error(e)}") from None
         held.release()
         with self._lock:
             self._last.pop(spec.job_id, None)
             self._known[spec.job_id] = (cid, pid, job_cg)
         return Handle(spec.job_id, cid)
+
+    def _discard(self, cid: str, held: HeldDir, job_cg: str | None, job_id: int) -> None:
+        """A launch that failed before its container started: nothing of it is left behind."""
+        held.release()
+        try:
+            self._force_remove(cid)
+        except ExecutorError as cleanup:
+            log.warning("job %s: %s", job_id, cleanup)
+        if job_cg:
+            self._remove_cgroup(job_cg)
+
+    def _create_held(self, spec: LaunchSpec, kwargs: dict[str, Any], job_cg: str | None) -> tuple[str, HeldDir] | Handle:
+        """Create this attempt's container on the checked working directory, held (mounted) until the start.
+        No lookup first: a name already taken (a relaunch after a crash, or a concurrent launch) is found
+        by the engine's 409, and that container is adopted if it ever started, or made again if not (its
+        mount is stale)."""
+        for _ in range(2):
+            # mount the directory checked, not a path; staged under this instance's own root, as job ids
+            # repeat across daemons on one host (and one daemon's drop of another's staging point unmounts it)
+            held = HeldDir(spec.workdir, spec.uid, spec.job_id, root=self._held_root)
+            kwargs["mounts"][0]["Source"] = held.source
+            try:
+                return self._create_in_network(spec, kwargs), held
+            except ExecutorError:
+                held.release()
+                raise
+            except docker.errors.ImageNotFound:
+                held.release()
+                raise ExecutorError(f"image '{spec.image}' is not on this node") from None
+            except docker.errors.APIError as e:
+                held.release()
+                if e.status_code != 409:
+                    raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+            except docker.errors.DockerException as e:
+                held.release()
+                raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+            container = self._existing(spec)  # 409: the name is taken
+            if container is None:
+                continue  # removed meanwhile
+            if container.attrs.get("State", {}).get("Status") != "created":
+                return self._adopted(spec, container, job_cg)
+            self._force_remove(container.id)  # created but never started (a crash in between)
+        raise ExecutorError(f"cannot create container for job {spec.job_id}: the name "
+                            f"{self.container_name(spec.job_id, spec.attempt)} stays taken")
+
+    def _create_in_network(self, spec: LaunchSpec, kwargs: dict[str, Any]) -> str:
+        try:
+            return self._create(kwargs)
+        except docker.errors.NotFound as e:
+            if isinstance(e, docker.errors.ImageNotFound) or not missing_network(e, kwargs):
+                raise
+            self._networks.discard(kwargs["network"])  # removed since it was cached: make it again, once
+            apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
+            return self._create(kwargs)
 
     def _create(self, kwargs: dict[str, Any]) -> str:
         """``containers.create`` without its inspect of the new container: the id is all a launch needs."""

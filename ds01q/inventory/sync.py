@@ -34,11 +34,15 @@ def possible_profiles(infos: Sequence[SliceInfo]) -> frozenset[str]:
     return pp(names) | {s.profile for s in infos}
 
 
+# built once: each scheduling pass runs them
+_DRAINED_GPUS = select(Gpu.__table__.c.uuid).where(Gpu.__table__.c.drained.is_(True))
+_PRESENT_SLICES = select(Slice.__table__).where(Slice.__table__.c.present.is_(True)).order_by(Slice.__table__.c.uuid)
+
+
 def slice_infos(session: Session) -> list[SliceInfo]:
     """Every present slice, read as plain rows (each scheduling pass reads them)."""
-    gpus, slices = Gpu.__table__, Slice.__table__
-    drained = set(session.scalars(select(gpus.c.uuid).where(gpus.c.drained.is_(True))))
-    rows = session.execute(select(slices).where(slices.c.present.is_(True)).order_by(slices.c.uuid))
+    drained = set(session.scalars(_DRAINED_GPUS))
+    rows = session.execute(_PRESENT_SLICES)
     return [store.slice_info(s, s.gpu_uuid in drained) for s in rows]
 
 

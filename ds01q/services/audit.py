@@ -16,7 +16,7 @@ from ds01q.units import iso, parse_duration
 log = logging.getLogger("ds01q.audit")
 
 # Requests that change nothing; every other op (including unknown ones and refusals) is audited.
-READ_ONLY = frozenset({"ping", "queue", "show", "history", "logs", "status", "limits", "report",
+READ_ONLY = frozenset({"ping", "queue", "show", "wait", "history", "logs", "status", "limits", "report",
                        "admin.mig.plan", "admin.audit"})
 _TARGET_KEYS = ("id", "ids", "user", "uuid", "uuids", "gpu", "boost", "name", "image")
 

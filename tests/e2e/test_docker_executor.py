@@ -435,6 +435,17 @@ def test_one_attempt_runs_once_however_often_it_is_launched(executor: Any, make_
     finally:
         executor.remove(second)
     assert [f for f in executor.containers() if f.handle.job_id == spec.job_id] == []
+    # attempt 3 was created and never started (a daemon killed in between): launching it makes it again
+    third = dataclasses.replace(spec, attempt=3)
+    stale = executor._create(executor._create_kwargs(third))
+    h = executor.launch(third)
+    try:
+        assert h.ref != stale and wait_exit(executor, h).exit_code == 0
+        assert read(spec.output_path).count(f"ran-{spec.job_id}") == 3
+        with pytest.raises(docker.errors.NotFound):
+            executor.client.api.inspect_container(stale)
+    finally:
+        executor.remove(h)
 
 
 def test_signal_reaches_the_job_and_it_keeps_running_until_it_acts(executor: Any,

@@ -94,3 +94,56 @@ def test_oversized_line_and_deep_json_get_one_line_errors(sec_daemon: Daemon) ->
         msg = ans["error"]["message"]
         assert word in msg and "\n" not in msg and len(msg) < 300, msg
     assert_served(sec_daemon)
+
+
+def test_waits_count_against_the_connection_cap_and_bad_ones_are_one_line(make_sec_daemon) -> None:  # type: ignore[no-untyped-def]
+    """``wait`` holds its connection until the jobs end or its timeout: a user's waits are capped like any
+    other connection, other users are served meanwhile, and a bad wait is one line."""
+    d: Daemon = make_sec_daemon(security={"max_connections_per_user": 4})
+    path = d.script("ds01q-stu1", "w.sh", "echo hi\n")
+    r = d.cli("ds01q-stu1", "submit", "--parsable", "--hold", str(path))
+    assert r.rc == 0, r
+    job = int(r.out)
+
+    def wait_line(**args: object) -> bytes:
+        return json.dumps({"op": "wait", "args": args}).encode() + b"\n"
+
+    def bad() -> list[object]:
+        return [request(d.socket, wait_line(ids=list(range(1, 1002)))),
+                request(d.socket, wait_line(ids=[job], timeout=3600)),
+                request(d.socket, wait_line(ids=[job + 1000], timeout=1))]
+
+    answers = as_user("ds01q-stu1", bad)
+    assert [a["error"]["message"] for a in answers] == [  # type: ignore[index]
+        "job ids must be 1 to 1000 positive whole numbers", "timeout: seconds from 0 to 20",
+        f"job {job + 1000} not found"]
+
+    def hold_waits() -> dict[str, object]:
+        held = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.socket)
+            s.sendall(wait_line(ids=[job], timeout=20))
+            held.append(s)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        fifth = request(d.socket, wait_line(ids=[job], timeout=0.5), timeout=10)
+        took = time.monotonic() - t0
+        time.sleep(2.0)  # the other user is asked meanwhile
+        for s in held:
+            s.close()
+        return {"fifth": fifth, "took": took}
+
+    import threading
+    result: dict[str, object] = {}
+    t = threading.Thread(target=lambda: result.update(as_user("ds01q-stu1", hold_waits)))
+    t.start()
+    time.sleep(1.0)  # while stu1's waits hold every connection it may
+    assert_served(d, "ds01q-stu2")
+    short = as_user("ds01q-stu2", lambda: request(d.socket, wait_line(ids=[job], timeout=0.3)))
+    t.join(60)
+    fifth = result["fifth"]
+    assert isinstance(fifth, dict) and fifth["error"]["code"] == "busy", fifth
+    assert isinstance(result["took"], float) and result["took"] < 5.0, result
+    # the waited-on job is HELD: a wait that ends at its timeout says so
+    assert short == {"ok": True, "result": {"states": {str(job): "HELD"}, "done": False}}, short

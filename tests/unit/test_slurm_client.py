@@ -93,7 +93,11 @@ def test_submit_wait_reports_each_change_on_stderr_off_a_terminal(capsys):
         def queue(self):
             return [{"id": 4, "state": "PENDING"}, {"id": 5, "state": "PENDING"}]
 
-    job = _wait_for_end(Fake(), 5, poll_s=0)
+        def wait_states(self, job_ids, timeout):  # the daemon's wait between two looks
+            assert job_ids == [5] and timeout == 0
+            return {5: "PENDING"}
+
+    job = _wait_for_end(Fake(), 5, every_s=0)
     err = capsys.readouterr().err.splitlines()
     assert job["state"] == "COMPLETED"
     assert err == ["ds01q: job 5 PENDING: position 2 of 2, reason Resources, estimated start unknown "
