@@ -239,6 +239,10 @@ def remove_test_containers(instance: str | None = None) -> None:
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout
     if ids.split():
         subprocess.run(["docker", "rm", "-f", *ids.split()], capture_output=True)
+    if instance:  # staging mounts a killed daemon left (each one makes every later container start dearer)
+        from ds01q.executors.heldmount import DEFAULT_ROOT, HeldDir
+
+        HeldDir.drop_stale(os.path.join(DEFAULT_ROOT, f"ds01q-{instance}"))
 
 
 class InProcessDaemon(Daemon):
