@@ -59,6 +59,11 @@ _STOP_DUE = select(Job.id).where((Job.state == S.STOPPING.value) | (
     (Job.state == S.RUNNING.value) & (Job.started_at + Job.time_limit_s <= bindparam("now")))).limit(1)
 
 
+def due(last: float, now: float, every_s: float) -> bool:
+    """Has ``every_s`` passed since ``last``? Also when the clock went back past ``last``."""
+    return now - last >= every_s or now < last
+
+
 def one_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return text or type(e).__name__
@@ -215,14 +220,14 @@ class Controller:
         guard = self.health.guard
         guard("inventory", now, self.reconcile_inventory, now)
         guard("nodes", now, check_nodes, self.deps, now)  # several nodes: silent ones go DOWN, their jobs NODE_FAIL
-        full = now - self.last_sweep >= SWEEP_EVERY_S or now < self.last_sweep
+        full = due(self.last_sweep, now, SWEEP_EVERY_S)
         guard("reap", now, self.reap, full)
         # containers against jobs, by label: adopt, record, requeue the vanished, remove strays; while the
         # executor is down every tick: the queue resumes within a tick of the engine's return, not a sweep
         if full or not self.health.executor_ok:
             guard("containers", now, reconcile_containers, self)
         guard("enforce", now, self.enforce, now)
-        if now - self.last_timed >= min(1.0, self.config.tick_s) or now < self.last_timed:
+        if due(self.last_timed, now, min(1.0, self.config.tick_s)):
             # checks of time alone, not of what woke the pass: at most once a second (a pass runs at each
             # submit, exit and launch)
             self.last_timed = now
@@ -580,7 +585,7 @@ class Controller:
     # ------------------------------------------------------------ usage samples
     def sample(self, now: float) -> None:
         """Every ``sample_interval_s``: cgroup CPU/memory of each running job (read outside any transaction)."""
-        if now - self.last_sample < self.config.sample_interval_s and now >= self.last_sample:
+        if not due(self.last_sample, now, self.config.sample_interval_s):
             return
         self.last_sample = now
         with self.session() as session:
