@@ -77,9 +77,9 @@ class BenchDaemon:
                              text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        from ds01q.executors.heldmount import DEFAULT_ROOT, HeldDir  # what a killed daemon left mounted
+        from ds01q.executors.docker import DockerExecutor, name_prefix  # what a killed daemon left
 
-        HeldDir.drop_stale(os.path.join(DEFAULT_ROOT, "ds01q-" + self.root.name.replace("_", "-")))
+        DockerExecutor.drop_leftovers(name_prefix(self.root.name.replace("_", "-")))
         shutil.rmtree(self.root, ignore_errors=True)
 
     def script(self, name: str, body: str) -> str:

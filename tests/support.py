@@ -239,10 +239,10 @@ def remove_test_containers(instance: str | None = None) -> None:
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout
     if ids.split():
         subprocess.run(["docker", "rm", "-f", *ids.split()], capture_output=True)
-    if instance:  # staging mounts a killed daemon left (each one makes every later container start dearer)
-        from ds01q.executors.heldmount import DEFAULT_ROOT, HeldDir
+    if instance:  # staging mounts and job cgroups a killed daemon left (each makes every later container dearer)
+        from ds01q.executors.docker import DockerExecutor, name_prefix
 
-        HeldDir.drop_stale(os.path.join(DEFAULT_ROOT, f"ds01q-{instance}"))
+        DockerExecutor.drop_leftovers(name_prefix(instance))
 
 
 class InProcessDaemon(Daemon):

@@ -37,7 +37,7 @@ from ds01q.controller.notify import Notifier
 from ds01q.controller.signals import send_due_signals
 from ds01q.controller.snapshot import PendingCache, UsageCache, build_snapshot
 from ds01q.db import jobstate, store
-from ds01q.db.models import Job, Slice
+from ds01q.db.models import Job
 from ds01q.errors import Conflict, Ds01qError
 from ds01q.faultpoints import crash_point
 from ds01q.executors.base import ExitInfo, Handle
@@ -469,20 +469,17 @@ class Controller:
     def assume(self, p: Placement, now: float) -> bool:
         """Reserve ``p``'s slices and move its job to STARTING, in one transaction."""
         try:
-            with self.txn() as session:
-                job = session.get(Job, p.job_id)
-                if job is None or job.state != S.PENDING.value:
+            with self.txn() as session:  # Core statements: this runs for every job
+                slices = store.usable_slices(session, p.slices)
+                if slices is None:
                     return False
-                slices = [session.get(Slice, u) for u in p.slices]
-                if any(s is None or not s.present or s.drained for s in slices):
-                    return False
-                store.allocate(session, job, slices, now)  # type: ignore[arg-type]
-                job.launch_attempt += 1  # names this attempt's container: a relaunch finds it
                 last = self._last_cycle
-                job.priority = last.priorities.get(job.id, job.priority) if last else job.priority
-                job.node = slices[0].node if slices else (p.node or self.config.node)  # type: ignore[union-attr]
-                jobstate.transition(session, job, S.STARTING, at=now, by="scheduler",
-                                    reason="allocated " + (",".join(p.slices) or "no GPU"))
+                # the CAS counts the launch attempt, which names this attempt's container: a relaunch finds it
+                if not jobstate.assumed(session, p.job_id, priority=last.priorities.get(p.job_id) if last else None,
+                                        node=slices[0].node if slices else (p.node or self.config.node), at=now,
+                                        reason="allocated " + (",".join(p.slices) or "no GPU")):
+                    return False
+                store.allocate_rows(session, p.job_id, slices, now)  # a slice held already: IntegrityError
             self.persisted.pop(p.job_id, None)
             return True
         except IntegrityError:
@@ -539,17 +536,10 @@ class Controller:
     def _launched(self, job_id: int, h: Handle) -> bool:
         """Record the started container; True when the job went from STARTING to RUNNING."""
         with self.txn() as session:
-            job = store.get_job(session, job_id)
-            stray, running = JobState(job.state) not in (S.STARTING, S.STOPPING), False
-            if not stray:
-                job.container = h.ref
-                if job.state == S.STARTING.value:
-                    jobstate.transition(session, job, S.RUNNING, at=self.clock.now(), by="ds01q",
-                                        reason=f"started {h.ref[:12]}")
-                    running = True
-        if stray:  # the job moved on while its container started: never let it run
+            state = jobstate.launched(session, job_id, h.ref, at=self.clock.now(), by="ds01q")
+        if state is None:  # the job moved on while its container started: never let it run
             self._stop_async(job_id, h.ref, remove=True)
-        return running
+        return state == S.RUNNING
 
     def _after_failed_launch(self, job: Job) -> tuple[bool, Handle | None]:
         """After a failed launch: is the executor there at all (a launch that failed because the

@@ -31,12 +31,12 @@ def make_executor(cfg: Config) -> tuple[Executor, str | None]:
 
         return ProcessExecutor(state_dir=cfg.executor.state_dir), None
     from ds01q.executors.deferred import DeferredExecutor
-    from ds01q.executors.docker import DockerExecutor
+    from ds01q.executors.docker import DockerExecutor, name_prefix
 
     inst = cfg.executor.instance
 
     def docker_executor() -> Executor:
-        return DockerExecutor(instance=inst, name_prefix=f"ds01q-{inst}" if inst else "ds01q",
+        return DockerExecutor(instance=inst, name_prefix=name_prefix(inst),
                               network=cfg.executor.network)
 
     driver = cfg.executor.cgroup_driver

@@ -25,7 +25,7 @@ container is started only after STARTING has committed.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.orm import Session
 
 from ds01q.db import store
@@ -38,6 +38,19 @@ _jobs = Job.__table__
 # the compare-and-set of every state change, built once (it runs three times in each job's life)
 _CAS = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == bindparam("b_from"))
         .values(state=bindparam("b_to")))
+
+# the two moves on every job's path, each one compare-and-set that also writes what ``transition`` would
+_ASSUMED = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.PENDING.value)
+            .values(state=S.STARTING.value, launch_attempt=_jobs.c.launch_attempt + 1,
+                    priority=func.coalesce(bindparam("b_prio"), _jobs.c.priority), node=bindparam("b_node"),
+                    reason=None, reason_detail=None, estimated_start=None))
+_LAUNCHED = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.STARTING.value)
+             .values(state=S.RUNNING.value, container=bindparam("b_ref"),
+                     started_at=func.coalesce(_jobs.c.started_at, bindparam("b_at")),
+                     reason=None, reason_detail=None, estimated_start=None))
+_STOPPING_CONTAINER = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.STOPPING.value)
+                       .values(container=bindparam("b_ref")))
+_EVENT = insert(JobEvent.__table__)
 
 EDGES: dict[JobState, frozenset[JobState]] = {
     S.PENDING: frozenset({S.STARTING, S.HELD, S.CANCELLED, S.FAILED, S.PENDING}),
@@ -92,6 +105,32 @@ def transition(session: Session, job: Job, to: JobState, *, at: float, by: str, 
     event = JobEvent(job_id=job.id, at=at, state=to.value, reason=reason, by=by)
     session.add(event)
     return event
+
+
+def _event(session: Session, job_id: int, at: float, to: JobState, reason: str | None, by: str) -> None:
+    session.execute(_EVENT, {"job_id": job_id, "at": at, "state": to.value, "reason": reason, "by": by})
+
+
+def assumed(session: Session, job_id: int, *, priority: float | None, node: str | None, at: float, reason: str) -> bool:
+    """PENDING → STARTING, as ``transition`` does it (its launch attempt counted, ``priority`` stored unless
+    None), without loading the job; False, and nothing written, when the job is no longer PENDING."""
+    res = session.execute(_ASSUMED, {"b_id": job_id, "b_prio": priority, "b_node": node})
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _event(session, job_id, at, S.STARTING, reason, "scheduler")
+    return True
+
+
+def launched(session: Session, job_id: int, ref: str, *, at: float, by: str) -> JobState | None:
+    """Record the started container ``ref``: a STARTING job goes RUNNING (as ``transition`` does it), a job
+    stopped meanwhile (STOPPING) keeps its state; returns that state, or None when the job is in neither
+    (it moved on, or is gone: its container must not run)."""
+    if session.execute(_LAUNCHED, {"b_id": job_id, "b_ref": ref, "b_at": at}).rowcount == 1:  # type: ignore[attr-defined]
+        _event(session, job_id, at, S.RUNNING, f"started {ref[:12]}", by)
+        return S.RUNNING
+    if session.execute(_STOPPING_CONTAINER, {"b_id": job_id, "b_ref": ref}).rowcount == 1:  # type: ignore[attr-defined]
+        return S.STOPPING
+    return None
 
 
 def request_stop(session: Session, job: Job, outcome: StopOutcome, *, at: float, by: str,

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from ds01q.errors import NotFound
@@ -33,6 +33,10 @@ _HELD = (select(_allocs.c.job_id, _allocs.c.slice_uuid, _allocs.c.gpu_equiv)
 _ALLOCS_OF = select(Allocation).where(Allocation.job_id == bindparam("job")).order_by(Allocation.id)
 _ACTIVE_ALLOCS_OF = (select(Allocation).where(Allocation.job_id == bindparam("job"), Allocation.released_at.is_(None))
                      .order_by(Allocation.id))
+_SLICES_NAMED = select(*(Slice.__table__.c[name] for name in (
+    "uuid", "gpu_uuid", "node", "profile", "compute_slices", "gpu_compute_slices", "memory_mb", "gpu_name", "present",
+    "drained", "generation"))).where(Slice.uuid.in_(bindparam("uuids", expanding=True)))
+_ALLOCATE = insert(_allocs)
 _RELEASE = (update(_allocs).where(_allocs.c.job_id == bindparam("job"), _allocs.c.released_at.is_(None))
             .values(released_at=bindparam("at")))
 
@@ -155,6 +159,23 @@ def allocate(session: Session, job: Job, slices: Sequence[Slice], at: float) -> 
                                gpu_uuid=s.gpu_uuid, gpu_equiv=slice_info(s).gpu_equiv, memory_mb=s.memory_mb,
                                allocated_at=at))
     session.flush()
+
+
+def usable_slices(session: Session, uuids: Sequence[str]) -> list[Any] | None:
+    """The rows of slices ``uuids`` (in that order; the attributes ``slice_info`` reads, and ``generation``),
+    or None when one is gone or drained."""
+    found = {r.uuid: r for r in session.execute(_SLICES_NAMED, {"uuids": list(uuids)})} if uuids else {}
+    rows = [found.get(u) for u in uuids]
+    return None if any(r is None or not r.present or r.drained for r in rows) else rows
+
+
+def allocate_rows(session: Session, job_id: int, slices: Sequence[Any], at: float) -> None:
+    """As ``allocate``, for the rows of ``usable_slices``: one statement, no ORM objects (each job's assume)."""
+    if slices:
+        session.execute(_ALLOCATE, [
+            {"job_id": job_id, "slice_uuid": s.uuid, "slice_generation": s.generation, "profile": s.profile,
+             "gpu_uuid": s.gpu_uuid, "gpu_equiv": slice_info(s).gpu_equiv, "memory_mb": s.memory_mb,
+             "allocated_at": at} for s in slices])
 
 
 def release(session: Session, job_id: int, at: float) -> int:

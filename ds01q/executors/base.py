@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ds01q.errors import ExecutorError
+from ds01q.executors.fsuser import as_fs_user
 from ds01q.types import Usage
 
 __all__ = [
@@ -222,6 +223,7 @@ def job_environment(spec: LaunchSpec) -> dict[str, str]:
 
 _TOUCH_AS_USER = 'umask 022 && : >>"$1"'
 _TRUNCATE_AS_USER = 'umask 022 && : >"$1"'
+_AS_USER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def error_file(spec: LaunchSpec) -> str | None:
@@ -234,13 +236,21 @@ def error_file(spec: LaunchSpec) -> str | None:
 def create_output_file(path: str, uid: int, gid: int, truncate: bool = False) -> None:
     """Create ``path`` (if missing) owned by ``uid:gid``, mode 0644, without following tricks.
 
-    As root, the file is created by a short-lived child running as the user,
-    so a symlink or a directory the user controls cannot make root write or
-    chown anything the user could not. An existing file is kept (appended to),
-    or emptied with ``truncate`` (by the same child, with the user's rights only).
+    As root, the file is opened with the user's file-system rights (``fsuser.as_fs_user``: this thread
+    only, no supplementary group, no file capability; a short-lived child running as the user where
+    that is not available), so a symlink or a directory the user controls cannot make root write or
+    chown anything the user could not. An existing file is kept (appended to), or emptied with
+    ``truncate`` (with the user's rights only). A FIFO is refused, not waited on.
     """
     if not os.path.isabs(path):
         raise ExecutorError(f"output path '{path}' is not absolute")
+    if os.geteuid() == 0 and uid != 0 and as_fs_user is not None:  # in this thread, with the user's rights only
+        try:
+            with as_fs_user(uid, gid):
+                os.close(os.open(path, _AS_USER_FLAGS | (os.O_TRUNC if truncate else 0), 0o644))
+        except OSError as e:
+            raise ExecutorError(f"cannot create output file {path} as uid {uid}: {e.strerror}") from None
+        return
     if os.geteuid() == 0 and uid != 0:
         try:
             res = subprocess.run(

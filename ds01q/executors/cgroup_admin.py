@@ -182,3 +182,24 @@ def remove_cgroup(path: str, mounts: list[CgroupMount] | None = None, wait_s: fl
             return not left
         dirs = left
         time.sleep(0.05)
+
+
+def remove_named(pattern: str, mounts: list[CgroupMount] | None = None) -> int:
+    """rmdir every cgroup whose own name matches the regular expression ``pattern`` (and what is left
+    under it), in every hierarchy; one with a process in it stays (the kernel refuses). Returns how many
+    directories went. For what a killed daemon left: its job cgroups, once their containers are gone."""
+    import re
+
+    match = re.compile(pattern).fullmatch
+    gone = 0
+    for m in cgroup_mounts() if mounts is None else mounts:
+        for top, dirs, _ in os.walk(m.mountpoint):
+            for name in [d for d in dirs if match(d)]:
+                dirs.remove(name)  # not walked into: removed below, deepest first
+                for d, _, _ in sorted(os.walk(os.path.join(top, name)), key=lambda w: -len(w[0])):
+                    try:
+                        os.rmdir(d)
+                        gone += 1
+                    except OSError:
+                        pass
+    return gone

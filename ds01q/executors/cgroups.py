@@ -40,6 +40,7 @@ __all__ = [
     "read_cgroup_usage_path",
     "read_oom_kills",
     "remove_cgroup",
+    "remove_named",
     "sanitize_name",
     "set_cgroup_limits",
     "slice_name",
@@ -308,5 +309,6 @@ from ds01q.executors.cgroup_admin import (  # noqa: E402
     join_cgroup,
     kill_cgroup,
     remove_cgroup,
+    remove_named,
     set_cgroup_limits,
 )

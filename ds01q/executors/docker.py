@@ -31,6 +31,7 @@ import functools
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -95,6 +96,11 @@ def _engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def name_prefix(instance: str | None) -> str:
+    """What names an instance's containers, job cgroups and staging points."""
+    return f"ds01q-{instance}" if instance else "ds01q"
+
+
 class DockerExecutor:
     """Runs jobs as Docker containers. See the module docstring for the details."""
 
@@ -141,6 +147,14 @@ class DockerExecutor:
 
     def _ref(self, handle: Handle) -> str:
         return handle.ref or self.container_name(handle.job_id)
+
+    @staticmethod
+    def drop_leftovers(name_prefix: str) -> int:
+        """What daemons of ``name_prefix`` that were killed left on this host, once their containers are
+        removed: staging mounts, and job cgroups (named as the containers; each one left makes every
+        later cgroup operation on the host dearer). Returns how many cgroups went."""
+        HeldDir.drop_stale(os.path.join(HELD_ROOT, name_prefix))
+        return cgroups.remove_named(re.escape(name_prefix) + r"-\d+-\d+") if os.geteuid() == 0 else 0
 
     def container_name(self, job_id: int, attempt: int = 0) -> str:
         return f"{self.name_prefix}-{job_id}-{attempt}"

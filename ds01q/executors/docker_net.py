@@ -37,10 +37,9 @@ def ensure_user_network(client: Any, uid: int, user: str, known: set[str] | None
             return name
         try:
             found = client.networks.list(names=[name])
-            if any(n.name == name for n in found):
-                return name
-            client.networks.create(name, driver="bridge", check_duplicate=True,
-                                   labels={LABEL_NET_USER: user, "ds01q.uid": str(uid)})
+            if not any(n.name == name for n in found):
+                client.networks.create(name, driver="bridge", check_duplicate=True,
+                                       labels={LABEL_NET_USER: user, "ds01q.uid": str(uid)})
         except docker.errors.APIError as e:
             if e.status_code != 409:  # 409: another daemon created it first
                 raise ExecutorError(f"cannot create network {name}: {api_error(e)}") from None

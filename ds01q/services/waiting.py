@@ -12,14 +12,17 @@ import time
 from typing import Any
 
 from ds01q.db import store
+from ds01q.db.jobstate import EDGES
 from ds01q.errors import NotFound, RequestError
 from ds01q.services.context import Caller, Context
 from ds01q.services.jobs import _ids
-from ds01q.types import FINAL_NAMES
+from ds01q.types import FINAL_NAMES, JobState
 
 MAX_WAIT_S = 20.0
 DEFAULT_WAIT_S = 5.0  # a request without a timeout (the client always sends one)
 POLL_S = 0.2
+# final states no job leaves (NODE_FAIL can go back to the queue: read again until the answer)
+SETTLED = frozenset(s.value for s in JobState if s.value in FINAL_NAMES and not EDGES[s])
 
 
 def _timeout(value: Any) -> float:
@@ -34,10 +37,12 @@ def wait(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     """``{"states": {id: state}, "done": bool}`` once every job in ``ids`` is final, or at ``timeout``."""
     ids = _ids(a.get("ids"))
     deadline = time.monotonic() + _timeout(a.get("timeout"))
+    states: dict[int, str] = {}
     while True:
+        ask = [i for i in ids if states.get(i) not in SETTLED]  # a settled job is not read again
         with ctx.sessions() as session:
-            states = store.job_states(session, ids)
-        missing = [i for i in ids if i not in states]
+            states.update(store.job_states(session, ask))
+        missing = [i for i in ask if i not in states]
         if missing:
             raise NotFound(f"job {missing[0]} not found")
         done = all(s in FINAL_NAMES for s in states.values())

@@ -223,6 +223,46 @@ def test_cancel_a_starting_job_launches_nothing_and_frees_its_slice(h: Harness) 
     assert h.job(job_id).state == "CANCELLED" and h.active_allocations() == []
 
 
+def test_a_job_cancelled_while_its_container_starts_keeps_the_container_and_stops_it(h: Harness) -> None:
+    job_id = h.submit()
+    start = h.ex.launch
+
+    def start_then_cancel(spec: LaunchSpec) -> Any:
+        handle = start(spec)
+        assert jobs.cancel(h.ctx, ROOT, {"ids": [job_id]})[0]["state"] == "STOPPING"  # while the engine starts it
+        return handle
+
+    h.ex.launch = start_then_cancel  # type: ignore[method-assign]
+    h.tick(3)
+    job = h.job(job_id)
+    assert (job.state, job.exit_code) == ("CANCELLED", 143) and job.container
+    assert h.ex.calls.count(("stop", job_id)) == 1 and h.active_allocations() == []
+    assert [e[0] for e in h.events(job_id)] == ["PENDING", "STARTING", "STOPPING", "CANCELLED"]
+
+
+def test_a_container_whose_job_moved_on_while_it_started_is_stopped_and_removed(h: Harness) -> None:
+    from ds01q.db import jobstate
+
+    job_id = h.submit()
+    start = h.ex.launch
+
+    def start_then_forget(spec: LaunchSpec) -> Any:
+        handle = start(spec)
+        if spec.attempt == 1:  # the reservation is forgotten while the engine starts the first attempt
+            with h.sessions.begin() as s:
+                store.release(s, job_id, h.clock.now())
+                jobstate.transition(s, store.get_job(s, job_id), jobstate.S.PENDING, at=h.clock.now(), by="test")
+        return handle
+
+    h.ex.launch = start_then_forget  # type: ignore[method-assign]
+    h.controller.tick()
+    assert ("stop", job_id) in h.ex.calls and ("remove", job_id) in h.ex.calls  # attempt 1 never runs on
+    h.tick(2)
+    job = h.job(job_id)
+    assert job.state == "RUNNING" and job.launch_attempt == 2 and h.ex.calls.count(("launch", job_id)) == 2
+    assert [e[0] for e in h.events(job_id)] == ["PENDING", "STARTING", "PENDING", "STARTING", "RUNNING"]
+
+
 def test_cancel_a_running_job_stops_it_once(h: Harness) -> None:
     job_id = h.submit()
     h.tick()

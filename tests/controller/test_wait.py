@@ -54,3 +54,16 @@ def test_waiting_on_an_unknown_job_is_one_line(h: Harness) -> None:  # noqa: F81
     with pytest.raises(NotFound, match=f"^job {job + 1} not found$"):
         waiting.wait(h.ctx, ROOT, {"ids": [job, job + 1], "timeout": 0})
 
+
+
+def test_a_job_that_ended_for_good_is_not_read_again(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    done, running = h.submit(), h.submit()
+    h.tick()
+    h.ex.finish(done, exit_code=0)
+    h.tick()
+    asked: list[list[int]] = []
+    read = waiting.store.job_states
+    monkeypatch.setattr(waiting.store, "job_states", lambda s, ids: asked.append(list(ids)) or read(s, ids))
+    out = waiting.wait(h.ctx, ROOT, {"ids": [done, running], "timeout": 3 * waiting.POLL_S})
+    assert out == {"states": {str(done): "COMPLETED", str(running): "RUNNING"}, "done": False}
+    assert asked[0] == [done, running] and len(asked) >= 2 and all(ids == [running] for ids in asked[1:]), asked

@@ -245,6 +245,54 @@ def test_an_exit_is_told_by_the_events_without_an_inspect(client: Any, make_spec
         ex.close()
 
 
+def test_the_users_network_is_looked_up_once_per_executor(client: Any, make_spec: Callable[..., LaunchSpec],
+                                                         user: pwd.struct_passwd,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's network found (not created) by a first launch is not listed again at the next: one
+    engine call less per launch."""
+    from ds01q.executors.docker import DockerExecutor
+    from ds01q.executors.docker_net import ensure_user_network
+
+    ensure_user_network(client, user.pw_uid, user.pw_name)  # it exists before this executor's first launch
+    ex = DockerExecutor(client, name_prefix=f"ds01q-t{os.getpid()}n", instance=INSTANCE, network="per-user")
+    handles = []
+    try:
+        handles.append(ex.launch(make_spec(["true"])))
+
+        def refused(*_a: Any, **_k: Any) -> Any:
+            raise AssertionError("networks listed again")
+
+        monkeypatch.setattr(ex.client.api, "networks", refused)  # what networks.list calls
+        handles.append(ex.launch(make_spec(["true"])))
+        assert wait_exit(ex, handles[-1]).exit_code == 0
+    finally:
+        for h in handles:
+            ex.remove(h)
+        ex.close()
+
+
+def test_the_job_cgroups_a_killed_daemon_left_are_dropped_and_live_ones_kept(client: Any,
+                                                                           make_spec: Callable[..., LaunchSpec]) -> None:
+    from ds01q.executors.docker import DockerExecutor
+
+    prefix = f"ds01q-t{os.getpid()}k"
+    ex = DockerExecutor(client, name_prefix=prefix, instance=INSTANCE)
+    if not ex.job_cgroups:
+        pytest.skip("job cgroups need the cgroupfs driver")
+    ended, alive = ex.launch(make_spec(["true"])), ex.launch(make_spec(["sleep", "30"]))
+    try:
+        wait_exit(ex, ended)
+        mem = {h.job_id: cgroups.controller_dir("memory", client.api.inspect_container(h.ref)["Config"]["Labels"]
+                                                ["ds01q.cgroup"]) for h in (ended, alive)}
+        client.api.remove_container(ended.ref, force=True)  # the container goes, as after a daemon's kill
+        assert all(d and os.path.isdir(d) for d in mem.values()), mem  # its job cgroup stays
+        assert DockerExecutor.drop_leftovers(prefix) >= 1
+        assert not os.path.isdir(mem[ended.job_id]) and os.path.isdir(mem[alive.job_id])
+    finally:
+        ex.remove(alive)
+        ex.close()
+
+
 def test_cpu_time_matches_what_the_job_measured(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
     # The job burns ~2 s in a child and prints its own children's CPU ticks (cutime+cstime);
     # comparing with that (not wall time) keeps the test valid on a busy machine.

@@ -151,3 +151,34 @@ def test_workdir_swapped_for_a_symlink_after_submit_is_refused_at_launch(refusin
     assert done["state"] == "FAILED" and done.get("exit_code") is None, done
     assert "working directory refused" in done["reason"], done["reason"]
     assert sec_daemon.containers(job) == []
+
+
+def test_output_linked_to_a_root_group_file_gets_neither_roots_uid_nor_its_groups(make_sec_daemon) -> None:  # type: ignore[no-untyped-def]
+    """The output file is opened with the user's uid and primary group only: a symlink to a file that root's
+    supplementary group (0, which this daemon has) may write is refused, and the file is left as it was."""
+    old = os.getgroups()
+    os.setgroups(sorted({0, *old}))
+    try:
+        d = make_sec_daemon(executor={"launch_backoff": "0.5s"})
+    finally:
+        os.setgroups(old)
+    assert d.proc is not None
+    groups = Path(f"/proc/{d.proc.pid}/status").read_text().split("Groups:")[1].split("\n")[0].split()
+    assert "0" in groups, groups
+    user, pw = "ds01q-stu1", ensure_user("ds01q-stu1")
+    canary = d.root / "root-group.txt"
+    canary.write_text("ROOT-GROUP-DATA\n")
+    os.chown(canary, 0, 0)
+    os.chmod(canary, 0o660)
+    wd = d.workdir(user)
+    os.symlink(canary, wd / "out.txt")
+    os.lchown(wd / "out.txt", pw.pw_uid, pw.pw_gid)
+    path = d.script(user, "o.sh", "echo OVERWRITTEN\n")
+    r = d.cli(user, "submit", "--parsable", "--output", "out.txt", str(path), cwd=wd)
+    assert r.rc == 0, r
+    done = d.wait_state(int(r.out), {"FAILED", "COMPLETED"}, timeout=90)
+    assert done["state"] == "FAILED", done
+    assert "cannot create output file" in done["reason"] and "Permission denied" in done["reason"], done["reason"]
+    st = canary.stat()
+    assert canary.read_text() == "ROOT-GROUP-DATA\n" and (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o660)
+    assert_served(d)
