@@ -479,7 +479,7 @@ class Controller:
                                         node=slices[0].node if slices else (p.node or self.config.node), at=now,
                                         reason="allocated " + (",".join(p.slices) or "no GPU")):
                     return False
-                store.allocate_rows(session, p.job_id, slices, now)  # a slice held already: IntegrityError
+                store.allocate(session, p.job_id, slices, now)  # a slice held already: IntegrityError
             self.persisted.pop(p.job_id, None)
             return True
         except IntegrityError:

@@ -39,15 +39,17 @@ _jobs = Job.__table__
 _CAS = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == bindparam("b_from"))
         .values(state=bindparam("b_to")))
 
+# what a job leaving the queue forgets (why it waited, when it was expected to start): ``transition``
+# and the two statements below
+OUT_OF_QUEUE: dict[str, None] = {"reason": None, "reason_detail": None, "estimated_start": None}
 # the two moves on every job's path, each one compare-and-set that also writes what ``transition`` would
 _ASSUMED = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.PENDING.value)
             .values(state=S.STARTING.value, launch_attempt=_jobs.c.launch_attempt + 1,
                     priority=func.coalesce(bindparam("b_prio"), _jobs.c.priority), node=bindparam("b_node"),
-                    reason=None, reason_detail=None, estimated_start=None))
+                    **OUT_OF_QUEUE))
 _LAUNCHED = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.STARTING.value)
              .values(state=S.RUNNING.value, container=bindparam("b_ref"),
-                     started_at=func.coalesce(_jobs.c.started_at, bindparam("b_at")),
-                     reason=None, reason_detail=None, estimated_start=None))
+                     started_at=func.coalesce(_jobs.c.started_at, bindparam("b_at")), **OUT_OF_QUEUE))
 _STOPPING_CONTAINER = (update(_jobs).where(_jobs.c.id == bindparam("b_id"), _jobs.c.state == S.STOPPING.value)
                        .values(container=bindparam("b_ref")))
 _EVENT = insert(JobEvent.__table__)
@@ -86,9 +88,8 @@ def transition(session: Session, job: Job, to: JobState, *, at: float, by: str, 
         raise Conflict(f"job {job.id} changed state while it was being moved to {to.value}")
     job.state = to.value
     if to not in (S.PENDING, S.HELD):
-        job.reason = None
-        job.reason_detail = None
-        job.estimated_start = None
+        for name, value in OUT_OF_QUEUE.items():
+            setattr(job, name, value)
     if to in FINAL_STATES:
         job.ended_at = at
     if to == S.RUNNING and job.started_at is None:

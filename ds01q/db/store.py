@@ -151,16 +151,6 @@ def allocations_of(session: Session, job_id: int, active_only: bool = True) -> l
     return list(session.scalars(_ACTIVE_ALLOCS_OF if active_only else _ALLOCS_OF, {"job": job_id}))
 
 
-def allocate(session: Session, job: Job, slices: Sequence[Slice], at: float) -> None:
-    """Insert one active allocation per slice; the partial unique index refuses a slice
-    that already has one (IntegrityError on flush)."""
-    for s in slices:
-        session.add(Allocation(job_id=job.id, slice_uuid=s.uuid, slice_generation=s.generation, profile=s.profile,
-                               gpu_uuid=s.gpu_uuid, gpu_equiv=slice_info(s).gpu_equiv, memory_mb=s.memory_mb,
-                               allocated_at=at))
-    session.flush()
-
-
 def usable_slices(session: Session, uuids: Sequence[str]) -> list[Any] | None:
     """The rows of slices ``uuids`` (in that order; the attributes ``slice_info`` reads, and ``generation``),
     or None when one is gone or drained."""
@@ -169,8 +159,9 @@ def usable_slices(session: Session, uuids: Sequence[str]) -> list[Any] | None:
     return None if any(r is None or not r.present or r.drained for r in rows) else rows
 
 
-def allocate_rows(session: Session, job_id: int, slices: Sequence[Any], at: float) -> None:
-    """As ``allocate``, for the rows of ``usable_slices``: one statement, no ORM objects (each job's assume)."""
+def allocate(session: Session, job_id: int, slices: Sequence[Any], at: float) -> None:
+    """Insert one active allocation per slice (``Slice`` objects, or the rows of ``usable_slices``) in one
+    statement; the partial unique index refuses a slice that already has one (IntegrityError)."""
     if slices:
         session.execute(_ALLOCATE, [
             {"job_id": job_id, "slice_uuid": s.uuid, "slice_generation": s.generation, "profile": s.profile,

@@ -244,14 +244,14 @@ def create_output_file(path: str, uid: int, gid: int, truncate: bool = False) ->
     """
     if not os.path.isabs(path):
         raise ExecutorError(f"output path '{path}' is not absolute")
-    if os.geteuid() == 0 and uid != 0 and as_fs_user is not None:  # in this thread, with the user's rights only
-        try:
-            with as_fs_user(uid, gid):
-                os.close(os.open(path, _AS_USER_FLAGS | (os.O_TRUNC if truncate else 0), 0o644))
-        except OSError as e:
-            raise ExecutorError(f"cannot create output file {path} as uid {uid}: {e.strerror}") from None
-        return
-    if os.geteuid() == 0 and uid != 0:
+    if os.geteuid() == 0 and uid != 0:  # with the user's rights only
+        if as_fs_user is not None:  # in this thread
+            try:
+                with as_fs_user(uid, gid):
+                    os.close(os.open(path, _AS_USER_FLAGS | (os.O_TRUNC if truncate else 0), 0o644))
+            except OSError as e:
+                raise ExecutorError(f"cannot create output file {path} as uid {uid}: {e.strerror}") from None
+            return
         try:
             res = subprocess.run(
                 ["/bin/sh", "-c", _TRUNCATE_AS_USER if truncate else _TOUCH_AS_USER, "ds01q-output", path],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 
 from ds01q.errors import ExecutorError
@@ -188,8 +189,6 @@ def remove_named(pattern: str, mounts: list[CgroupMount] | None = None) -> int:
     """rmdir every cgroup whose own name matches the regular expression ``pattern`` (and what is left
     under it), in every hierarchy; one with a process in it stays (the kernel refuses). Returns how many
     directories went. For what a killed daemon left: its job cgroups, once their containers are gone."""
-    import re
-
     match = re.compile(pattern).fullmatch
     gone = 0
     for m in cgroup_mounts() if mounts is None else mounts:

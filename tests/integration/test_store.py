@@ -56,11 +56,11 @@ def test_database_refuses_two_active_allocations_on_one_slice(sessions):
     with sessions.begin() as s:
         sl = _slice(s)
         a, b = _job(s, "a"), _job(s, "b")
-        store.allocate(s, a, [sl], at=2.0)
+        store.allocate(s, a.id, [sl], at=2.0)
         a_id, b_id = a.id, b.id
     with pytest.raises(IntegrityError):
         with sessions.begin() as s:
-            store.allocate(s, s.get(Job, b_id), [s.get(Slice, "MIG-1")], at=3.0)
+            store.allocate(s, b_id, [s.get(Slice, "MIG-1")], at=3.0)
     # also straight SQL, bypassing the ORM
     with pytest.raises(IntegrityError):
         with sessions.begin() as s:
@@ -69,7 +69,7 @@ def test_database_refuses_two_active_allocations_on_one_slice(sessions):
                       {"j": b_id})
     with sessions.begin() as s:  # once released, the slice can be allocated again
         assert store.release(s, a_id, at=5.0) == 1
-        store.allocate(s, s.get(Job, b_id), [s.get(Slice, "MIG-1")], at=6.0)
+        store.allocate(s, b_id, [s.get(Slice, "MIG-1")], at=6.0)
     with sessions() as s:
         assert [al.job_id for al in store.active_allocations(s)] == [b_id]
 
