@@ -41,6 +41,21 @@ _RELEASE = (update(_allocs).where(_allocs.c.job_id == bindparam("job"), _allocs.
             .values(released_at=bindparam("at")))
 
 
+def read_snapshot(session: Session) -> Session:
+    """Make every read of ``session`` from here on see the database as of one moment: a job, its events
+    and its slices read by separate statements then agree. Call it before the session's first statement.
+
+    Without it, SQLite (the driver starts a transaction only for a write) and PostgreSQL (READ COMMITTED)
+    give each statement its own snapshot, and a job read as STOPPING could come with the events of its
+    end. SQLite: an explicit BEGIN (WAL mode: the first read fixes the snapshot). PostgreSQL: REPEATABLE
+    READ for this session's transaction. The session must not write."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN")
+    else:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    return session
+
+
 def get_job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:

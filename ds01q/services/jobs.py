@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ds01q import accounting
 from ds01q.db import store
@@ -35,12 +36,14 @@ def _ids(value: Any) -> list[int]:
     return ids
 
 
-def _views(ctx: Context, caller: Caller, jobs: Sequence[Job], events: bool) -> list[dict[str, Any]]:
-    with ctx.sessions() as session:
-        slices = store.slices_of(session, [j.id for j in jobs])
-        evs = store.events_for(session, [j.id for j in jobs]) if events else {}
-        finished = [j.id for j in jobs if JobState(j.state).is_final]
-        usage = accounting.history_usage(session, finished, ctx.config.carbon_g_per_kwh) if finished else {}
+def _views(ctx: Context, caller: Caller, session: Session, jobs: Sequence[Job],
+           events: bool) -> list[dict[str, Any]]:
+    """The jobs' views, their slices, events and usage read in ``session`` (a ``store.read_snapshot``:
+    they agree with the jobs' rows)."""
+    slices = store.slices_of(session, [j.id for j in jobs])
+    evs = store.events_for(session, [j.id for j in jobs]) if events else {}
+    finished = [j.id for j in jobs if JobState(j.state).is_final]
+    usage = accounting.history_usage(session, finished, ctx.config.carbon_g_per_kwh) if finished else {}
     factors = ctx.last_cycle.factors if ctx.last_cycle else {}
     borrowing = ctx.last_cycle.borrowing if ctx.last_cycle else frozenset()
     out = []
@@ -69,22 +72,23 @@ def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any
     limit = strict_int(a, "limit", QUEUE_PAGE_MAX, 1, QUEUE_PAGE_MAX)
     after = strict_int(a, "after", 0, 0, 2**62)
     with ctx.sessions() as session:
+        store.read_snapshot(session)
         q = select(Job).where(Job.state.in_(store.ACTIVE), Job.id > after)
         if user:
             q = q.where(Job.user == user)
         jobs = list(session.scalars(q.order_by(Job.id).limit(limit) if paged else q.order_by(Job.id)))
-    if paged:
-        return {"jobs": _views(ctx, caller, jobs, events=False),
-                "next": jobs[-1].id if len(jobs) == limit else None}
-    jobs.sort(key=lambda j: queue_order(j.state, j.priority, j.id))
-    return _views(ctx, caller, jobs, events=False)
+        if paged:
+            return {"jobs": _views(ctx, caller, session, jobs, events=False),
+                    "next": jobs[-1].id if len(jobs) == limit else None}
+        jobs.sort(key=lambda j: queue_order(j.state, j.priority, j.id))
+        return _views(ctx, caller, session, jobs, events=False)
 
 
 def show(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     (job_id,) = _ids(a.get("id"))[:1]
     with ctx.sessions() as session:
-        job = store.get_job(session, job_id)
-    d = _views(ctx, caller, [job], events=True)[0]
+        job = store.get_job(store.read_snapshot(session), job_id)
+        d = _views(ctx, caller, session, [job], events=True)[0]
     if ctx.last_cycle and job.id in ctx.last_cycle.pending:
         info = ctx.last_cycle.pending[job.id]
         d["explain"] = info.detail
@@ -178,9 +182,10 @@ def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, A
     if a.get("since") is not None and since_s is None:
         raise RequestError(f"--since {printable(str(a['since']))[:40]!r} is not a duration like 2d or 12h")
     since = now - since_s if since_s is not None else None
+    limit = strict_int(a, "limit", 1000, 1, 100000)
     with ctx.sessions() as session:
-        jobs = store.history(session, user=user, states=states, since=since, limit=strict_int(a, "limit", 1000, 1, 100000))
-    return _views(ctx, caller, jobs, events=False)
+        jobs = store.history(store.read_snapshot(session), user=user, states=states, since=since, limit=limit)
+        return _views(ctx, caller, session, jobs, events=False)
 
 
 def cancel(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ds01q.db import store
@@ -90,3 +90,27 @@ def test_transition_writes_an_event_and_refuses_illegal_edges(sessions):
         assert job.started_at == 3.0 and job.ended_at == 4.0
         with pytest.raises(RequestError, match="cannot go from COMPLETED to RUNNING"):
             transition(s, job, JobState.RUNNING, at=5.0, by="x")
+
+
+def test_a_read_snapshot_sees_one_moment_so_a_job_and_its_events_agree(sessions):
+    """``show`` read a job as STOPPING and, a statement later, the events of its end (CI, issue 11):
+    reads after ``store.read_snapshot`` all see the database as of the first one."""
+    with sessions.begin() as s:
+        jid = _job(s).id
+
+    def end_it(state: str) -> None:
+        with sessions.begin() as w:
+            w.execute(update(Job).where(Job.id == jid).values(state=state))
+            w.add(JobEvent(job_id=jid, at=3.0, state=state, reason="ended", by="ds01q"))
+
+    with sessions() as plain:
+        assert plain.scalar(select(Job.state).where(Job.id == jid)) == "PENDING"
+        end_it("HELD")
+        assert plain.scalar(select(Job.state).where(Job.id == jid)) == "HELD"  # each statement its own moment
+    with sessions() as reader:
+        assert store.get_job(store.read_snapshot(reader), jid).state == "HELD"
+        end_it("CANCELLED")
+        assert reader.scalar(select(Job.state).where(Job.id == jid)) == "HELD"
+        assert [e.state for e in store.events_for(reader, [jid])[jid]] == ["HELD"]
+    with sessions() as later:
+        assert [e.state for e in store.events_for(store.read_snapshot(later), [jid])[jid]] == ["HELD", "CANCELLED"]
