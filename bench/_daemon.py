@@ -72,14 +72,9 @@ class BenchDaemon:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=30)
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter",
-                              f"label=ds01q.instance={self.root.name.replace('_', '-')}"], capture_output=True,
-                             text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        from ds01q.executors.docker import DockerExecutor, name_prefix  # what a killed daemon left
+        from tests.support import remove_test_containers  # its containers, and what a killed daemon left
 
-        DockerExecutor.drop_leftovers(name_prefix(self.root.name.replace("_", "-")))
+        remove_test_containers(self.root.name.replace("_", "-"))
         shutil.rmtree(self.root, ignore_errors=True)
 
     def script(self, name: str, body: str) -> str:
