@@ -3,8 +3,9 @@ the caller (services / controller) owns the transaction."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -54,6 +55,14 @@ def read_snapshot(session: Session) -> Session:
     else:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     return session
+
+
+@contextmanager
+def snapshot(sessions: Callable[[], Session]) -> Iterator[Session]:
+    """A new read-only session of ``sessions`` whose reads all see one moment (``read_snapshot``):
+    what the views of jobs (``queue``, ``show``, ``history``) read in."""
+    with sessions() as session:
+        yield read_snapshot(session)
 
 
 def get_job(session: Session, job_id: int) -> Job:

@@ -38,7 +38,7 @@ def _ids(value: Any) -> list[int]:
 
 def _views(ctx: Context, caller: Caller, session: Session, jobs: Sequence[Job],
            events: bool) -> list[dict[str, Any]]:
-    """The jobs' views, their slices, events and usage read in ``session`` (a ``store.read_snapshot``:
+    """The jobs' views, their slices, events and usage read in ``session`` (a ``store.snapshot``:
     they agree with the jobs' rows)."""
     slices = store.slices_of(session, [j.id for j in jobs])
     evs = store.events_for(session, [j.id for j in jobs]) if events else {}
@@ -71,8 +71,7 @@ def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any
     paged = a.get("limit") is not None
     limit = strict_int(a, "limit", QUEUE_PAGE_MAX, 1, QUEUE_PAGE_MAX)
     after = strict_int(a, "after", 0, 0, 2**62)
-    with ctx.sessions() as session:
-        store.read_snapshot(session)
+    with store.snapshot(ctx.sessions) as session:
         q = select(Job).where(Job.state.in_(store.ACTIVE), Job.id > after)
         if user:
             q = q.where(Job.user == user)
@@ -86,8 +85,8 @@ def queue(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, Any
 
 def show(ctx: Context, caller: Caller, a: dict[str, Any]) -> dict[str, Any]:
     (job_id,) = _ids(a.get("id"))[:1]
-    with ctx.sessions() as session:
-        job = store.get_job(store.read_snapshot(session), job_id)
+    with store.snapshot(ctx.sessions) as session:
+        job = store.get_job(session, job_id)
         d = _views(ctx, caller, session, [job], events=True)[0]
     if ctx.last_cycle and job.id in ctx.last_cycle.pending:
         info = ctx.last_cycle.pending[job.id]
@@ -183,8 +182,8 @@ def history(ctx: Context, caller: Caller, a: dict[str, Any]) -> list[dict[str, A
         raise RequestError(f"--since {printable(str(a['since']))[:40]!r} is not a duration like 2d or 12h")
     since = now - since_s if since_s is not None else None
     limit = strict_int(a, "limit", 1000, 1, 100000)
-    with ctx.sessions() as session:
-        jobs = store.history(store.read_snapshot(session), user=user, states=states, since=since, limit=limit)
+    with store.snapshot(ctx.sessions) as session:
+        jobs = store.history(session, user=user, states=states, since=since, limit=limit)
         return _views(ctx, caller, session, jobs, events=False)
 
 

@@ -94,7 +94,7 @@ def test_transition_writes_an_event_and_refuses_illegal_edges(sessions):
 
 def test_a_read_snapshot_sees_one_moment_so_a_job_and_its_events_agree(sessions):
     """``show`` read a job as STOPPING and, a statement later, the events of its end (CI, issue 11):
-    reads after ``store.read_snapshot`` all see the database as of the first one."""
+    reads in a ``store.snapshot`` all see the database as of the first one."""
     with sessions.begin() as s:
         jid = _job(s).id
 
@@ -107,10 +107,10 @@ def test_a_read_snapshot_sees_one_moment_so_a_job_and_its_events_agree(sessions)
         assert plain.scalar(select(Job.state).where(Job.id == jid)) == "PENDING"
         end_it("HELD")
         assert plain.scalar(select(Job.state).where(Job.id == jid)) == "HELD"  # each statement its own moment
-    with sessions() as reader:
-        assert store.get_job(store.read_snapshot(reader), jid).state == "HELD"
+    with store.snapshot(sessions) as reader:
+        assert store.get_job(reader, jid).state == "HELD"
         end_it("CANCELLED")
         assert reader.scalar(select(Job.state).where(Job.id == jid)) == "HELD"
         assert [e.state for e in store.events_for(reader, [jid])[jid]] == ["HELD"]
-    with sessions() as later:
-        assert [e.state for e in store.events_for(store.read_snapshot(later), [jid])[jid]] == ["HELD", "CANCELLED"]
+    with store.snapshot(sessions) as later:
+        assert [e.state for e in store.events_for(later, [jid])[jid]] == ["HELD", "CANCELLED"]
