@@ -185,15 +185,16 @@ def remove_cgroup(path: str, mounts: list[CgroupMount] | None = None, wait_s: fl
         time.sleep(0.05)
 
 
-def remove_named(pattern: str, mounts: list[CgroupMount] | None = None) -> int:
+def remove_named(pattern: str, mounts: list[CgroupMount] | None = None, keep: frozenset[str] = frozenset()) -> int:
     """rmdir every cgroup whose own name matches the regular expression ``pattern`` (and what is left
-    under it), in every hierarchy; one with a process in it stays (the kernel refuses). Returns how many
-    directories went. For what a killed daemon left: its job cgroups, once their containers are gone."""
+    under it), in every hierarchy, but those named in ``keep``; one with a process in it stays (the kernel
+    refuses). Returns how many directories went. For what a killed daemon left: its job cgroups, once
+    their containers are gone."""
     match = re.compile(pattern).fullmatch
     gone = 0
     for m in cgroup_mounts() if mounts is None else mounts:
         for top, dirs, _ in os.walk(m.mountpoint):
-            for name in [d for d in dirs if match(d)]:
+            for name in [d for d in dirs if match(d) and d not in keep]:
                 dirs.remove(name)  # not walked into: removed below, deepest first
                 for d, _, _ in sorted(os.walk(os.path.join(top, name)), key=lambda w: -len(w[0])):
                     try:

@@ -13,7 +13,8 @@ that file as the user beforehand, so it is the user's and outlives the container
 Accounting. With the cgroupfs driver (and ``job_cgroups``) each container is
 put in its own cgroup ``<cgroup_parent>/<name>``, which runc does not delete
 when the container exits: its ``cpuacct``/``memory`` totals, peak and OOM
-count are read after exit, then ``remove()`` deletes it. With the systemd
+count are read after exit, then ``remove()`` deletes it (one a kill left without its container
+goes when the instance's next executor is made). With the systemd
 driver the cgroup is the ``docker-<id>.scope`` that vanishes at exit, so
 ``poll`` reports the last sample taken while it ran (``sample``/``poll``
 refresh it).
@@ -96,6 +97,11 @@ def _engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _job_cgroups(prefix: str) -> str:
+    """The names of the job cgroups (and containers) of a name prefix, as a regular expression."""
+    return re.escape(prefix) + r"-\d+-\d+"
+
+
 def name_prefix(instance: str | None) -> str:
     """What names an instance's containers, job cgroups and staging points."""
     return f"ds01q-{instance}" if instance else "ds01q"
@@ -125,6 +131,7 @@ class DockerExecutor:
         HeldDir.drop_stale(self._held_root)
         self.instance = instance
         self.job_cgroups = job_cgroups and self._driver == "cgroupfs"
+        self._drop_orphan_cgroups()
         self.init = init
         self.network = network  # executor.network: none | per-user | bridge (docker_net.py)
         self._networks: set[str] = set()  # per-user networks found or made: not looked up at each launch
@@ -154,7 +161,24 @@ class DockerExecutor:
         removed: staging mounts, and job cgroups (named as the containers; each one left makes every
         later cgroup operation on the host dearer). Returns how many cgroups went."""
         HeldDir.drop_stale(os.path.join(HELD_ROOT, name_prefix))
-        return cgroups.remove_named(re.escape(name_prefix) + r"-\d+-\d+") if os.geteuid() == 0 else 0
+        return cgroups.remove_named(_job_cgroups(name_prefix)) if os.geteuid() == 0 else 0
+
+    def _drop_orphan_cgroups(self) -> None:
+        """This instance's job cgroups whose container is gone (a kill between a container's removal and
+        its cgroup's; each one left makes every later cgroup operation on the host dearer). Run before any
+        launch, like the staging drop. A container that still exists keeps its cgroup: its exit may not be
+        recorded yet, and its usage is read from there."""
+        if not self.job_cgroups or os.geteuid() != 0:
+            return
+        try:
+            rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            log.warning("leftover job cgroups not looked for: %s", api_error(e))
+            return
+        names = frozenset(n.lstrip("/") for c in rows for n in c.get("Names") or ())
+        gone = cgroups.remove_named(_job_cgroups(self.name_prefix), keep=names)
+        if gone:
+            log.info("removed %s job cgroup directories left without a container", gone)
 
     def container_name(self, job_id: int, attempt: int = 0) -> str:
         return f"{self.name_prefix}-{job_id}-{attempt}"

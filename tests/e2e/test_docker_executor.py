@@ -293,6 +293,41 @@ def test_the_job_cgroups_a_killed_daemon_left_are_dropped_and_live_ones_kept(cli
         ex.close()
 
 
+def test_a_new_executor_drops_the_job_cgroups_whose_container_is_gone_and_keeps_the_others(
+        client: Any, make_spec: Callable[..., LaunchSpec]) -> None:
+    """A daemon killed between a container's removal and its cgroup's: its next start (a new executor of
+    the instance) removes that cgroup, and leaves the cgroups of containers that still exist, running or
+    exited (an exit not recorded yet is measured from its cgroup)."""
+    from ds01q.executors.docker import DockerExecutor
+
+    prefix = f"ds01q-t{os.getpid()}o"
+    ex = DockerExecutor(client, name_prefix=prefix, instance=INSTANCE)
+    if not ex.job_cgroups:
+        pytest.skip("job cgroups need the cgroupfs driver")
+    gone, exited = ex.launch(make_spec(["true"])), ex.launch(make_spec(["true"]))
+    alive = ex.launch(make_spec(["sleep", "30"]))
+    again = None
+    try:
+        for h in (gone, exited):
+            wait_exit(ex, h)
+        dirs = {h.job_id: [d for d in (cgroups.controller_dir(c, client.api.inspect_container(h.ref)["Config"]
+                                                              ["Labels"]["ds01q.cgroup"]) for c in ("memory", "pids"))
+                           if d] for h in (gone, exited, alive)}
+        client.api.remove_container(gone.ref, force=True)  # the container goes, its cgroup stays (a kill)
+        assert all(ds and all(os.path.isdir(d) for d in ds) for ds in dirs.values()), dirs
+        again = DockerExecutor(client, name_prefix=prefix, instance=INSTANCE)
+        assert not any(os.path.isdir(d) for d in dirs[gone.job_id])
+        assert all(os.path.isdir(d) for h in (exited, alive) for d in dirs[h.job_id])
+        info = again.poll(exited)
+        assert info is not None and info.exit_code == 0 and info.cpu_s is not None
+    finally:
+        for h in (exited, alive):
+            ex.remove(h)
+        ex.close()
+        if again is not None:
+            again.close()
+
+
 def test_cpu_time_matches_what_the_job_measured(executor: Any, make_spec: Callable[..., LaunchSpec]) -> None:
     # The job burns ~2 s in a child and prints its own children's CPU ticks (cutime+cstime);
     # comparing with that (not wall time) keeps the test valid on a busy machine.
