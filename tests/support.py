@@ -151,6 +151,16 @@ class Daemon:
             flt += ["--filter", f"label=ds01q.job={job_id}"]
         return subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True).stdout.split()
 
+    def containers_left(self, job_id: int | None = None, timeout: float = 15) -> list[str]:
+        """The job's containers (all of them without ``job_id``) once their removal had time to run: the
+        daemon removes an ended job's container after the end is committed, apart from the loop
+        (``record_exit``), so a client can see the final state a moment before the container goes.
+        [] when they went within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (left := self.containers(job_id)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return left
+
     def workdir(self, user: str) -> Path:
         pw = ensure_user(user)
         d = self.root / "home" / user

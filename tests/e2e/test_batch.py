@@ -54,7 +54,7 @@ def test_cancel_running_frees_slice_within_2s(daemon: Daemon) -> None:
     t0 = time.monotonic()
     job = daemon.wait_state(job_id, "CANCELLED", timeout=10)
     gone_after = time.monotonic() - t0
-    assert daemon.containers(job_id) == []
+    assert daemon.containers_left(job_id) == []
     st = daemon.cli_json("root", "status")
     states = {s["uuid"]: s["state"] for g in st["gpus"] for s in g["slices"]}
     assert states[slice_uuid] == "free"

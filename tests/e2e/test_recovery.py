@@ -25,7 +25,7 @@ def test_kill_9_while_jobs_run_then_restart(make_daemon) -> None:
     # nothing is left allocated, and no container is left behind
     st = d.cli_json("root", "status")
     assert all(s["state"] == "free" for g in st["gpus"] for s in g["slices"])
-    assert d.containers() == []
+    assert d.containers_left() == []
 
 
 def test_job_that_ended_while_daemon_was_down_is_recorded(make_daemon) -> None:

@@ -181,7 +181,7 @@ def test_shell_relays_env_uid_resize_detach_attach_and_exit_code(daemon: Daemon,
     done = daemon.wait_state(job_id, {"FAILED", "COMPLETED", "CANCELLED"})
     assert (done["state"], done["exit_code"]) == ("FAILED", 7), done
     assert slice_state(daemon, uuid) == "free"
-    assert daemon.containers(job_id) == []
+    assert daemon.containers_left(job_id) == []
 
 
 def test_waiting_shell_withdraws_on_ctrl_c_and_opens_when_a_slice_frees(daemon: Daemon,
@@ -244,7 +244,7 @@ def test_idle_session_warns_then_stops_and_frees_its_slice(make_daemon: Callable
     assert warnings and all(re.fullmatch(r"idle: stops at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", w) for w in warnings)
     assert job["events"][-1]["state"] == "CANCELLED" and job["events"][-1]["reason"] == "idle timeout"
     assert slice_state(daemon, uuid) == "free"
-    assert daemon.containers(job_id) == []
+    assert daemon.containers_left(job_id) == []
 
 
 def test_cancel_ends_an_attached_shell(daemon: Daemon, terms: Callable[..., Term]) -> None:

@@ -74,7 +74,7 @@ def run_and_kill_engine(d: Daemon, engine: PrivateEngine, live_restore: bool,
         wait_for(lambda: c.status()["daemon"]["executor"] == "up", 30, "the executor back up", d)
         wait_for(lambda: not [s for g in c.status()["gpus"] for s in g["slices"] if s["state"] == "busy"],
                  30, "every slice free", d)
-    assert d.containers() == [], "containers left behind"
+    assert d.containers_left() == [], "containers left behind"
     return ids, {**jobs, "runs": runs(marker)}
 
 
