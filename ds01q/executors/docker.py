@@ -23,78 +23,49 @@ Exits. A container this executor started is reported from its ``die`` (and
 ``oom``) events and its own cgroup, without an inspect (docker_exits.py); any
 other is inspected.
 
-The container's create arguments and labels are built in docker_api.py; the
-TTY execs of interactive shells live in docker_tty.py.
+The container's create arguments and labels are built in docker_api.py, and created and
+started in docker_launch.py; the event thread lives in docker_exits.py and the TTY execs of
+interactive shells in docker_tty.py.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import _create_container_args
 
 from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
-from ds01q.executors.base import (
-    ExitInfo,
-    Found,
-    Handle,
-    LaunchSpec,
-    Usage,
-    create_output_file,
-    error_file,
-    job_environment,
-    one_line,
-)
+from ds01q.executors.base import ExitInfo, Found, Handle, Usage, one_line
 from ds01q.executors.docker_api import (
     ALIVE,
-    DEFAULT_CGROUPFS_PARENT,
     LABEL_ATTEMPT,
     LABEL_CGROUP,
     LABEL_JOB,
     api_error,
-    container_labels,
-    create_kwargs,
-    job_command,
+    engine_errors,
     label_filters,
     parse_docker_time,
     stats_usage,
 )
-from ds01q.executors.docker_exits import EventExits, killed_for_memory
+from ds01q.executors.docker_exits import EventExits, EventWatch, killed_for_memory
+from ds01q.executors.docker_launch import Creating
 from ds01q.executors.docker_signal import signal_container
 from ds01q.executors.docker_tty import ExecSessions
-from ds01q.executors.docker_net import apply_network, missing_network
 from ds01q.executors.heldmount import DEFAULT_ROOT as HELD_ROOT
-from ds01q.executors.heldmount import HeldDir, check_output
+from ds01q.executors.heldmount import HeldDir
 
 __all__ = ["DockerExecutor", "parse_docker_time"]
 
 log = logging.getLogger(__name__)
-
-
-def _engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An engine that is down or restarting (socket gone, connection reset, read timeout) is an
-    ExecutorError like any other engine error, never a raw requests/OSError."""
-
-    @functools.wraps(fn)
-    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
-        try:
-            return fn(self, *args, **kw)
-        except (requests.exceptions.RequestException, ConnectionError, TimeoutError) as e:
-            raise ExecutorError(f"cannot reach the Docker engine: {one_line(e)}") from None
-
-    return wrapper
 
 
 def _job_cgroups(prefix: str) -> str:
@@ -107,7 +78,7 @@ def name_prefix(instance: str | None) -> str:
     return f"ds01q-{instance}" if instance else "ds01q"
 
 
-class DockerExecutor:
+class DockerExecutor(Creating, EventWatch):
     """Runs jobs as Docker containers. See the module docstring for the details."""
 
     def __init__(self, client: Any = None, cgroup_driver: str | None = None, *,
@@ -180,162 +151,6 @@ class DockerExecutor:
         if gone:
             log.info("removed %s job cgroup directories left without a container", gone)
 
-    def container_name(self, job_id: int, attempt: int = 0) -> str:
-        return f"{self.name_prefix}-{job_id}-{attempt}"
-
-    def _cgroups(self, spec: LaunchSpec) -> tuple[str | None, str | None]:
-        """(cgroup_parent for Docker, the job's own persistent cgroup path or None)."""
-        parent = cgroups.normalize_parent(self._driver, spec.cgroup_parent) if spec.cgroup_parent else None
-        if not self.job_cgroups:
-            return parent, None
-        job_cg = f"{(parent or DEFAULT_CGROUPFS_PARENT).rstrip('/')}/{self.container_name(spec.job_id, spec.attempt)}"
-        return job_cg, job_cg
-
-    # ---------------------------------------------------------------- launch
-
-    def _create_kwargs(self, spec: LaunchSpec) -> dict[str, Any]:
-        if not os.path.isabs(spec.workdir) or not os.path.isdir(spec.workdir):
-            raise ExecutorError(f"working directory {spec.workdir} does not exist")
-        env = job_environment(spec)
-        command = job_command(spec, env)
-        parent, job_cg = self._cgroups(spec)
-        labels = container_labels(spec, job_cg, self.instance)
-        return create_kwargs(spec, command, env, name=self.container_name(spec.job_id, spec.attempt), labels=labels,
-                             cgroup_parent=parent, init=self.init)
-
-    @_engine_errors
-    def launch(self, spec: LaunchSpec) -> Handle:
-        kwargs = self._create_kwargs(spec)
-        job_cg = kwargs["labels"].get(LABEL_CGROUP)
-        apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
-        made = self._create_held(spec, kwargs, job_cg)
-        if isinstance(made, Handle):
-            return made  # this attempt already ran or runs: adopted, never run twice, its output left alone
-        cid, held = made
-        try:
-            for path in (spec.output_path, error_file(spec)) if not spec.interactive else ():
-                if path:  # created as the user, checked to be the user's own regular file, then emptied
-                    create_output_file(path, spec.uid, spec.gid)
-                    if spec.uid != 0:
-                        check_output(spec.workdir, path, spec.uid)
-                    if spec.truncate:
-                        create_output_file(path, spec.uid, spec.gid, truncate=True)
-            if job_cg and not cgroups.cgroup_pids(job_cg):  # a stale one of this name: runc makes it anew
-                self._remove_cgroup(job_cg)
-        except Exception:  # an output file refused: the container, never started, goes
-            self._discard(cid, held, job_cg, spec.job_id)
-            raise
-        try:
-            self.client.api.start(cid)
-            self._exits.started(cid, time.time())
-            # the main process's pid serves sampling only where the job has no cgroup of its own
-            pid = 0 if job_cg else int(self.client.api.inspect_container(cid).get("State", {}).get("Pid") or 0)
-        except docker.errors.DockerException as e:  # the engine refused the start (an answer lost is not this:
-            # that container may run, and the caller looks for it before it forgets the launch)
-            self._discard(cid, held, job_cg, spec.job_id)
-            raise ExecutorError(f"cannot start container for job {spec.job_id}: {api_error(e)}") from None
-        held.release()
-        with self._lock:
-            self._last.pop(spec.job_id, None)
-            self._known[spec.job_id] = (cid, pid, job_cg)
-        return Handle(spec.job_id, cid)
-
-    def _discard(self, cid: str, held: HeldDir, job_cg: str | None, job_id: int) -> None:
-        """A launch that failed before its container started: nothing of it is left behind."""
-        held.release()
-        try:
-            self._force_remove(cid)
-        except ExecutorError as cleanup:
-            log.warning("job %s: %s", job_id, cleanup)
-        if job_cg:
-            self._remove_cgroup(job_cg)
-
-    def _create_held(self, spec: LaunchSpec, kwargs: dict[str, Any], job_cg: str | None) -> tuple[str, HeldDir] | Handle:
-        """Create this attempt's container on the checked working directory, held (mounted) until the start.
-        No lookup first: a name already taken (a relaunch after a crash, or a concurrent launch) is found
-        by the engine's 409, and that container is adopted if it ever started, or made again if not (its
-        mount is stale)."""
-        for _ in range(2):
-            # mount the directory checked, not a path; staged under this instance's own root, as job ids
-            # repeat across daemons on one host (and one daemon's drop of another's staging point unmounts it)
-            held = HeldDir(spec.workdir, spec.uid, spec.job_id, root=self._held_root)
-            kwargs["mounts"][0]["Source"] = held.source
-            try:
-                return self._create_in_network(spec, kwargs), held
-            except ExecutorError:
-                held.release()
-                raise
-            except docker.errors.ImageNotFound:
-                held.release()
-                raise ExecutorError(f"image '{spec.image}' is not on this node") from None
-            except docker.errors.APIError as e:
-                held.release()
-                if e.status_code != 409:
-                    raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
-            except docker.errors.DockerException as e:
-                held.release()
-                raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
-            container = self._existing(spec)  # 409: the name is taken
-            if container is None:
-                continue  # removed meanwhile
-            if container.attrs.get("State", {}).get("Status") != "created":
-                return self._adopted(spec, container, job_cg)
-            self._force_remove(container.id)  # created but never started (a crash in between)
-        raise ExecutorError(f"cannot create container for job {spec.job_id}: the name "
-                            f"{self.container_name(spec.job_id, spec.attempt)} stays taken")
-
-    def _create_in_network(self, spec: LaunchSpec, kwargs: dict[str, Any]) -> str:
-        try:
-            return self._create(kwargs)
-        except docker.errors.NotFound as e:
-            if isinstance(e, docker.errors.ImageNotFound) or not missing_network(e, kwargs):
-                raise
-            self._networks.discard(kwargs["network"])  # removed since it was cached: make it again, once
-            apply_network(self.client, self.network, spec.uid, spec.user, kwargs, self._networks)
-            return self._create(kwargs)
-
-    def _create(self, kwargs: dict[str, Any]) -> str:
-        """``containers.create`` without its inspect of the new container: the id is all a launch needs."""
-        args = dict(kwargs, version=self.client.api._version)
-        created: dict[str, Any] = self.client.api.create_container(**_create_container_args(args))
-        return str(created["Id"])
-
-    def _existing(self, spec: LaunchSpec) -> Any:
-        """The container already named for this (job, attempt), or None. Refuses a stranger's."""
-        name = self.container_name(spec.job_id, spec.attempt)
-        try:
-            old = self.client.containers.get(name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.DockerException as e:
-            raise ExecutorError(f"cannot reach the Docker engine: {api_error(e)}") from None
-        labels = old.labels or {}
-        if labels.get(LABEL_JOB) != str(spec.job_id) or labels.get(LABEL_ATTEMPT) != str(spec.attempt):
-            raise ExecutorError(f"container {name} exists but is not job {spec.job_id}'s; job not started")
-        return old
-
-    def _adopted(self, spec: LaunchSpec, container: Any, job_cg: str | None) -> Handle:
-        log.info("job %s attempt %s: container %s exists, adopted", spec.job_id, spec.attempt, container.id[:12])
-        with self._lock:
-            self._known[spec.job_id] = (container.id, int(container.attrs.get("State", {}).get("Pid") or 0), job_cg)
-        return Handle(spec.job_id, container.id)
-
-    def _force_remove(self, ref: str) -> None:
-        try:
-            self.client.api.remove_container(ref, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            if e.status_code != 409:  # 409: removal already in progress
-                raise ExecutorError(f"cannot remove container {ref[:12]}: {api_error(e)}") from None
-
-    @staticmethod
-    def _remove_cgroup(path: str) -> None:
-        try:
-            cgroups.remove_cgroup(path)
-        except ExecutorError as e:
-            log.warning("cgroup %s not removed: %s", path, e)
-
     # ---------------------------------------------------------------- inspect
 
     def _inspect(self, handle: Handle) -> dict[str, Any] | None:
@@ -374,7 +189,7 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------- contract
 
-    @_engine_errors
+    @engine_errors
     def poll(self, handle: Handle) -> ExitInfo | None:
         with self._lock:
             known, last = self._known.get(handle.job_id), self._last.get(handle.job_id)
@@ -407,7 +222,7 @@ class DockerExecutor:
             started_at=parse_docker_time(state.get("StartedAt")),
         )
 
-    @_engine_errors
+    @engine_errors
     def stop(self, handle: Handle, grace_s: float) -> None:
         attrs = self._inspect(handle)
         if attrs is None or attrs.get("State", {}).get("Status") not in ALIVE:
@@ -423,12 +238,12 @@ class DockerExecutor:
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot stop job {handle.job_id}: {api_error(e)}") from None
 
-    @_engine_errors
+    @engine_errors
     def signal(self, handle: Handle, signum: int, batch_only: bool = True) -> None:
         """Send ``signum`` to the job's main process (``batch_only``) or every process (docker_signal.py)."""
         signal_container(self.client, self._ref(handle), handle.job_id, signum, batch_only, self.init)
 
-    @_engine_errors
+    @engine_errors
     def remove(self, handle: Handle) -> None:
         with self._lock:
             known = self._known.get(handle.job_id)
@@ -446,7 +261,7 @@ class DockerExecutor:
             self._last.pop(handle.job_id, None)
             self._known.pop(handle.job_id, None)
 
-    @_engine_errors
+    @engine_errors
     def sample(self, handle: Handle) -> Usage | None:
         with self._lock:
             known = self._known.get(handle.job_id)
@@ -471,7 +286,7 @@ class DockerExecutor:
                 self._last[handle.job_id] = usage
         return usage
 
-    @_engine_errors
+    @engine_errors
     def running(self) -> dict[int, Handle]:
         try:
             containers = self.client.containers.list(all=True, sparse=True,
@@ -490,7 +305,7 @@ class DockerExecutor:
             out[job_id] = Handle(job_id, c.id)
         return out
 
-    @_engine_errors
+    @engine_errors
     def containers(self) -> list[Found]:
         try:
             rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
@@ -514,55 +329,6 @@ class DockerExecutor:
                 if info is not None:
                     out.append(Found(h, attempt, info))
         return out
-
-    # ---------------------------------------------------------------- events
-
-    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
-        self._on_exit, self._on_lost = on_exit, on_lost
-        if self._watch_thread is not None and self._watch_thread.is_alive():
-            return
-        self._closed.clear()
-        self._watch_thread = threading.Thread(target=self._watch_loop, name="ds01q-docker-events", daemon=True)
-        self._watch_thread.start()
-
-    def _watch_loop(self) -> None:
-        since: int | None = None
-        while not self._closed.is_set():
-            try:
-                filters = {"type": "container", "event": ["die", "oom"], "label": label_filters(self.instance)}
-                stream = self.client.api.events(since=since, filters=filters, decode=True)
-                self._watch_stream = stream
-                if self._closed.is_set():
-                    stream.close()
-                    break
-                for event in stream:
-                    since = int(event.get("time") or time.time())
-                    self._dispatch(event)
-                lost = "the engine closed the event stream"
-            except Exception as e:  # the engine restarted, the socket broke, ...
-                lost = one_line(e)
-            if not self._closed.is_set():
-                log.warning("docker event stream failed, reconnecting: %s", lost)
-                if self._on_lost is not None:
-                    self._on_lost(lost)
-            self._watch_stream = None
-            self._closed.wait(1.0)
-
-    def _dispatch(self, event: dict[str, Any]) -> None:
-        attrs = (event.get("Actor") or {}).get("Attributes") or {}
-        try:
-            job_id = int(attrs.get(LABEL_JOB, ""))
-        except ValueError:
-            return
-        if self._exits.seen(event) != "die":
-            return
-        callback = self._on_exit
-        if callback is None:
-            return
-        try:
-            callback(job_id)
-        except Exception:
-            log.exception("on_exit callback failed for job %s", job_id)
 
     def close(self) -> None:
         self._closed.set()

@@ -2,13 +2,18 @@
 
 Pure functions, no engine calls: the labels, command, mounts and
 ``containers.create`` arguments for a LaunchSpec, and the engine's values read
-back (RFC 3339 times, ``stats``, error text).
+back (RFC 3339 times, ``stats``, error text, ``engine_errors`` for a call that
+could not reach the engine).
 """
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+
+import requests.exceptions
 
 from docker.types import DeviceRequest, Mount
 
@@ -35,6 +40,7 @@ __all__ = [
     "api_error",
     "container_labels",
     "create_kwargs",
+    "engine_errors",
     "job_command",
     "label_filters",
     "parse_docker_time",
@@ -73,6 +79,20 @@ def parse_docker_time(value: str | None) -> float | None:
 def api_error(e: Exception) -> str:
     explanation = getattr(e, "explanation", None)
     return one_line(explanation if explanation else e)
+
+
+def engine_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An engine that is down or restarting (socket gone, connection reset, read timeout) is an
+    ExecutorError like any other engine error, never a raw requests/OSError."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(self, *args, **kw)
+        except (requests.exceptions.RequestException, ConnectionError, TimeoutError) as e:
+            raise ExecutorError(f"cannot reach the Docker engine: {one_line(e)}") from None
+
+    return wrapper
 
 
 def stats_usage(st: dict[str, Any]) -> Usage | None:

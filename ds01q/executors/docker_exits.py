@@ -7,17 +7,27 @@ on 2 cores. The ``die`` event already carries the exit code (``exitCode``) and t
 job's own cgroup (which outlives the container) holds its CPU time, peak memory and OOM kills.
 The start time is when the engine's start call returned. A container this executor did not start
 itself, or one without a cgroup of its own, is inspected as before.
+
+``EventWatch`` (a part of ``DockerExecutor``) follows the engine's ``die`` and ``oom`` events of this
+instance's containers on a thread, reconnecting from the last event's time when the stream breaks
+(the engine restarted), and tells ``on_lost`` that it broke.
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ds01q.executors import cgroups
-from ds01q.executors.base import ExitInfo, Usage
+from ds01q.executors.base import ExitInfo, Usage, one_line
+from ds01q.executors.docker_api import LABEL_JOB, label_filters
 
-__all__ = ["EventExits", "killed_for_memory"]
+__all__ = ["EventExits", "EventWatch", "killed_for_memory"]
+
+log = logging.getLogger("ds01q.executors.docker")
 
 LIMIT = 4096  # entries kept per table; a container removed some other way must not grow them for ever
 
@@ -91,3 +101,63 @@ class EventExits:
             self._started.pop(cid, None)
             self._died.pop(cid, None)
             self._oom.pop(cid, None)
+
+
+class EventWatch:
+    """The event thread of ``DockerExecutor`` (a part of it)."""
+
+    client: Any
+    instance: str | None
+    _exits: EventExits
+    _closed: threading.Event
+    _watch_thread: threading.Thread | None
+    _watch_stream: Any
+    _on_exit: Callable[[int], None] | None
+    _on_lost: Callable[[str], None] | None
+
+    def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
+        self._on_exit, self._on_lost = on_exit, on_lost
+        if self._watch_thread is not None and self._watch_thread.is_alive():
+            return
+        self._closed.clear()
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="ds01q-docker-events", daemon=True)
+        self._watch_thread.start()
+
+    def _watch_loop(self) -> None:
+        since: int | None = None
+        while not self._closed.is_set():
+            try:
+                filters = {"type": "container", "event": ["die", "oom"], "label": label_filters(self.instance)}
+                stream = self.client.api.events(since=since, filters=filters, decode=True)
+                self._watch_stream = stream
+                if self._closed.is_set():
+                    stream.close()
+                    break
+                for event in stream:
+                    since = int(event.get("time") or time.time())
+                    self._dispatch(event)
+                lost = "the engine closed the event stream"
+            except Exception as e:  # the engine restarted, the socket broke, ...
+                lost = one_line(e)
+            if not self._closed.is_set():
+                log.warning("docker event stream failed, reconnecting: %s", lost)
+                if self._on_lost is not None:
+                    self._on_lost(lost)
+            self._watch_stream = None
+            self._closed.wait(1.0)
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        try:
+            job_id = int(attrs.get(LABEL_JOB, ""))
+        except ValueError:
+            return
+        if self._exits.seen(event) != "die":
+            return
+        callback = self._on_exit
+        if callback is None:
+            return
+        try:
+            callback(job_id)
+        except Exception:
+            log.exception("on_exit callback failed for job %s", job_id)
