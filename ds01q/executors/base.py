@@ -18,8 +18,10 @@ hard. Implementations: ``DockerExecutor`` (docker.py) and ``ProcessExecutor``
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -193,6 +195,27 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop the watcher and release resources; running jobs keep running."""
         ...
+
+
+def watch_thread(current: threading.Thread | None, closed: threading.Event, target: Callable[[], None],
+                 name: str) -> threading.Thread:
+    """An executor's watch thread: ``current`` while it runs, else a new one started (``closed`` cleared)."""
+    if current is not None and current.is_alive():
+        return current
+    closed.clear()
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def notify_exit(callback: Callable[[int], None] | None, job_id: int) -> None:
+    """Tell the loop (the ``on_exit`` given to ``watch``) that ``job_id``'s run exited; its failure is logged."""
+    if callback is None:
+        return
+    try:
+        callback(job_id)
+    except Exception:
+        logging.getLogger("ds01q.executors").exception("on_exit callback failed for job %s", job_id)
 
 
 def one_line(text: object, limit: int = 300) -> str:

@@ -5,6 +5,7 @@ Naming and reading live in ``ds01q.executors.cgroups``, which re-exports these.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import time
@@ -17,6 +18,8 @@ from ds01q.executors.cgroups import (  # noqa: F401
     _read,
     cgroup_mounts,
 )
+
+log = logging.getLogger("ds01q.executors.cgroups")
 
 # Hierarchies ds01q uses; cpuset/devices/freezer/... are left alone (an empty cpuset cannot hold tasks).
 _USED_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "name=systemd")
@@ -183,6 +186,14 @@ def remove_cgroup(path: str, mounts: list[CgroupMount] | None = None, wait_s: fl
             return not left
         dirs = left
         time.sleep(0.05)
+
+
+def drop_cgroup(path: str) -> None:
+    """``remove_cgroup`` for a job's cgroup that is no longer needed: one that will not go is logged, not raised."""
+    try:
+        remove_cgroup(path)
+    except ExecutorError as e:
+        log.warning("cgroup %s not removed: %s", path, e)
 
 
 def remove_named(pattern: str, mounts: list[CgroupMount] | None = None, keep: frozenset[str] = frozenset()) -> int:

@@ -40,6 +40,7 @@ __all__ = [
     "read_cgroup_usage_path",
     "read_oom_kills",
     "remove_cgroup",
+    "drop_cgroup",
     "remove_named",
     "sanitize_name",
     "set_cgroup_limits",
@@ -306,6 +307,7 @@ def read_oom_kills(path: str, mounts: list[CgroupMount] | None = None) -> int | 
 from ds01q.executors.cgroup_admin import (  # noqa: E402
     cgroup_pids,
     create_cgroup,
+    drop_cgroup,
     join_cgroup,
     kill_cgroup,
     remove_cgroup,

@@ -255,7 +255,7 @@ class DockerExecutor(Creating, EventWatch):
             ref = attrs["Id"] if attrs else self._ref(handle)
         self._force_remove(ref)
         if job_cg:
-            self._remove_cgroup(job_cg)
+            cgroups.drop_cgroup(job_cg)
         self._exits.forget(ref)
         with self._lock:
             self._last.pop(handle.job_id, None)

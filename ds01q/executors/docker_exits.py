@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ds01q.executors import cgroups
-from ds01q.executors.base import ExitInfo, Usage, one_line
+from ds01q.executors.base import ExitInfo, Usage, notify_exit, one_line, watch_thread
 from ds01q.executors.docker_api import LABEL_JOB, label_filters
 
 __all__ = ["EventExits", "EventWatch", "killed_for_memory"]
@@ -117,11 +117,7 @@ class EventWatch:
 
     def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
         self._on_exit, self._on_lost = on_exit, on_lost
-        if self._watch_thread is not None and self._watch_thread.is_alive():
-            return
-        self._closed.clear()
-        self._watch_thread = threading.Thread(target=self._watch_loop, name="ds01q-docker-events", daemon=True)
-        self._watch_thread.start()
+        self._watch_thread = watch_thread(self._watch_thread, self._closed, self._watch_loop, "ds01q-docker-events")
 
     def _watch_loop(self) -> None:
         since: int | None = None
@@ -152,12 +148,5 @@ class EventWatch:
             job_id = int(attrs.get(LABEL_JOB, ""))
         except ValueError:
             return
-        if self._exits.seen(event) != "die":
-            return
-        callback = self._on_exit
-        if callback is None:
-            return
-        try:
-            callback(job_id)
-        except Exception:
-            log.exception("on_exit callback failed for job %s", job_id)
+        if self._exits.seen(event) == "die":
+            notify_exit(self._on_exit, job_id)

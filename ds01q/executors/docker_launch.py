@@ -98,7 +98,7 @@ class Creating:
                     if spec.truncate:
                         create_output_file(path, spec.uid, spec.gid, truncate=True)
             if job_cg and not cgroups.cgroup_pids(job_cg):  # a stale one of this name: runc makes it anew
-                self._remove_cgroup(job_cg)
+                cgroups.drop_cgroup(job_cg)
         except Exception:  # an output file refused: the container, never started, goes
             self._discard(cid, held, job_cg, spec.job_id)
             raise
@@ -125,7 +125,7 @@ class Creating:
         except ExecutorError as cleanup:
             log.warning("job %s: %s", job_id, cleanup)
         if job_cg:
-            self._remove_cgroup(job_cg)
+            cgroups.drop_cgroup(job_cg)
 
     def _create_held(self, spec: LaunchSpec, kwargs: dict[str, Any], job_cg: str | None) -> tuple[str, HeldDir] | Handle:
         """Create this attempt's container on the checked working directory, held (mounted) until the start.
@@ -206,9 +206,3 @@ class Creating:
             if e.status_code != 409:  # 409: removal already in progress
                 raise ExecutorError(f"cannot remove container {ref[:12]}: {api_error(e)}") from None
 
-    @staticmethod
-    def _remove_cgroup(path: str) -> None:
-        try:
-            cgroups.remove_cgroup(path)
-        except ExecutorError as e:
-            log.warning("cgroup %s not removed: %s", path, e)

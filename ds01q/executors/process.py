@@ -58,7 +58,9 @@ from ds01q.executors.base import (
     Usage,
     error_file,
     job_environment,
+    notify_exit,
     one_line,
+    watch_thread,
 )
 from ds01q.executors.process_supervisor import (
     DEFAULT_PATH,
@@ -192,7 +194,7 @@ class ProcessExecutor:
                 raise ExecutorError(f"cannot start job {spec.job_id}: {one_line(why)}")
         except (ExecutorError, subprocess.TimeoutExpired) as e:
             if cgroup:
-                self._drop_cgroup(cgroup)
+                cgroups.drop_cgroup(cgroup)
             self._clear_stale(spec.job_id)
             if isinstance(e, ExecutorError):
                 raise
@@ -259,12 +261,6 @@ class ProcessExecutor:
             except FileNotFoundError:
                 pass
 
-    @staticmethod
-    def _drop_cgroup(path: str) -> None:
-        try:
-            cgroups.remove_cgroup(path)
-        except ExecutorError as e:
-            log.warning("cgroup %s not removed: %s", path, e)
 
     # ---------------------------------------------------------------- contract
 
@@ -367,7 +363,7 @@ class ProcessExecutor:
             except subprocess.TimeoutExpired:
                 pass
         if info and info.get("cgroup"):
-            self._drop_cgroup(info["cgroup"])
+            cgroups.drop_cgroup(info["cgroup"])
         for ext in ("pid", "rc", "err", "attempt"):
             try:
                 os.unlink(self._path(handle.job_id, ext))
@@ -410,11 +406,7 @@ class ProcessExecutor:
 
     def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
         self._on_exit = on_exit  # no engine to lose: ``on_lost`` is never called
-        if self._watch_thread is not None and self._watch_thread.is_alive():
-            return
-        self._closed.clear()
-        self._watch_thread = threading.Thread(target=self._watch_loop, name="ds01q-process-watch", daemon=True)
-        self._watch_thread.start()
+        self._watch_thread = watch_thread(self._watch_thread, self._closed, self._watch_loop, "ds01q-process-watch")
 
     def _watch_loop(self) -> None:
         while not self._closed.is_set():
@@ -426,19 +418,10 @@ class ProcessExecutor:
                     if info is not None and (rc is not None or not alive):
                         with self._lock:
                             self._reported.add(job_id)
-                        self._notify(job_id)
+                        notify_exit(self._on_exit, job_id)
             except Exception:
                 log.exception("process watcher failed")
             self._closed.wait(self.poll_interval_s)
-
-    def _notify(self, job_id: int) -> None:
-        callback = self._on_exit
-        if callback is None:
-            return
-        try:
-            callback(job_id)
-        except Exception:
-            log.exception("on_exit callback failed for job %s", job_id)
 
     def close(self) -> None:
         self._closed.set()
