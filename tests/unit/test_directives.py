@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ds01q import slurm_values as leaf_values
-from ds01q.client import directives, slurm_values
+from ds01q.client import directives, sbatch_options, sbatch_reader, slurm_values
 from ds01q.client.directives import (
     Parsed,
     expand_pattern,
@@ -514,7 +514,7 @@ def test_line_rules():
 
 
 # ----------------------------------------------------------------------------- the module stays pure
-@pytest.mark.parametrize("module", [directives, slurm_values, leaf_values])
+@pytest.mark.parametrize("module", [directives, sbatch_options, sbatch_reader, slurm_values, leaf_values])
 def test_imports_only_errors_units_and_the_standard_library(module):
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     names = set()
@@ -523,5 +523,6 @@ def test_imports_only_errors_units_and_the_standard_library(module):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             names.add(node.module or "")
-    allowed = {"ds01q.errors", "ds01q.units", "ds01q.client", "ds01q.client.slurm_values", "ds01q.slurm_values"}
+    allowed = {"ds01q.errors", "ds01q.units", "ds01q.client", "ds01q.client.slurm_values", "ds01q.slurm_values",
+               "ds01q.client.sbatch_options", "ds01q.client.sbatch_reader"}
     assert all(n in allowed or n.split(".")[0] in sys.stdlib_module_names for n in names), names
