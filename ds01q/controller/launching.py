@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 from ds01q.controller.exits import one_line
 from ds01q.controller.health import Health
 from ds01q.controller.launch import launch_spec
+from ds01q.controller.reconcile import Unstarted
 from ds01q.db import jobstate, store
 from ds01q.db.models import Job
 from ds01q.errors import Conflict, Ds01qError
-from ds01q.executors.base import ExitInfo, Handle
+from ds01q.executors.base import ExitInfo, Found, Handle
 from ds01q.faultpoints import crash_point
 from ds01q.scheduler.snapshot import CycleResult, Placement
 from ds01q.types import JobState, Reason
@@ -43,6 +44,7 @@ class Launching:
     launching: set[int]
     persisted: dict[int, tuple[Any, ...]]
     _last_cycle: CycleResult | None
+    unstarted: Unstarted
     deps: Any
     config: Any
 
@@ -88,13 +90,18 @@ class Launching:
             try:  # building the spec (spooling the script, parsing its #!) is part of the launch
                 h = self.executor.launch(launch_spec(self.config, job, allocs, self._cgroup_driver()))
             except Exception as e:  # ExecutorError, OSError while spooling, a bad #! line, ...
-                reachable, started = self._after_failed_launch(job)
-                if started is None:
+                reachable, found = self._after_failed_launch(job)
+                if found is None:
                     self._launch_failed(job_id, one_line(e), count=reachable)
                     return
+                if not found.started:  # the job stays STARTING: the sweep adopts the container or forgets it
+                    self.unstarted.failed.add(job_id)
+                    log.warning("launch of job %s failed (%s); its container %s is created, not started (yet?)",
+                                job_id, one_line(e), found.handle.ref[:12])
+                    return
                 log.warning("launch of job %s failed (%s), yet its container %s started: adopted", job_id,
-                            one_line(e), started.ref[:12])
-                h = started
+                            one_line(e), found.handle.ref[:12])
+                h = found.handle
             crash_point("start")  # container started, RUNNING not yet recorded (tests/faults)
             running = self._launched(job_id, h)
         except OperationalError as e:  # the database locked, full or read-only: the container sweep adopts it
@@ -121,18 +128,19 @@ class Launching:
             self._stop_async(job_id, h.ref, remove=True)
         return state == S.RUNNING
 
-    def _after_failed_launch(self, job: Job) -> tuple[bool, Handle | None]:
+    def _after_failed_launch(self, job: Job) -> tuple[bool, Found | None]:
         """After a failed launch: is the executor there at all (a launch that failed because the
         engine is down does not count against the job's tries, and marks the executor down)? And
-        did this attempt's container start anyway (the engine started it, its answer was lost)?
-        That one is adopted: forgetting the job would start it a second time."""
+        does this attempt's container exist anyway? Started (the engine started it, its answer was
+        lost), it is adopted: forgetting the job would start it a second time. Created and not
+        started, the engine may still be starting it: the container sweep settles that."""
         try:
             found = self.executor.containers()
         except Ds01qError as e:
             self.health.executor_down(str(e), self.clock.now())
             return False, None
-        mine = (f.handle for f in found if f.handle.job_id == job.id and f.attempt == job.launch_attempt and f.started)
-        return True, next(mine, None)
+        mine = [f for f in found if f.handle.job_id == job.id and f.attempt == job.launch_attempt]
+        return True, next((f for f in mine if f.started), None) or next(iter(mine), None)
 
     def _cgroup_driver(self) -> str | None:
         """The configured driver; "auto" (the engine was down when the daemon started): the engine's."""

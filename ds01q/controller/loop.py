@@ -30,7 +30,7 @@ from ds01q.controller.health import Health, executor_down
 from ds01q.controller.idle import IdleTracker, check_idle
 from ds01q.controller.inventory import read_inventory, reconcile
 from ds01q.controller.launching import Launching
-from ds01q.controller.reconcile import reconcile_containers
+from ds01q.controller.reconcile import Unstarted, reconcile_containers
 from ds01q.controller.preempt import Reclaim, is_reclaim, preempt
 from ds01q.controller.nodes import check_nodes
 from ds01q.controller.notify import Notifier
@@ -98,6 +98,7 @@ class Controller(ExitRecording, Launching):
         self.autolayout = AutoLayout()
         self.notifier = Notifier(inline=inline)
         self.reclaim = Reclaim()  # preempted borrowers: signal, grace, kill
+        self.unstarted = Unstarted()  # containers of STARTING jobs seen created, not started (reconcile.py)
 
     @property
     def config(self) -> Any:

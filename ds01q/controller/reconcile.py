@@ -4,8 +4,11 @@
 with its launch attempt. Against the jobs that hold slices:
 
 - a STARTING job (not being launched now) whose container of the current attempt exists is
-  adopted (running: RUNNING) or its exit is recorded (exited); without a container (or with
-  one created but never started) its reservation is forgotten and it waits again;
+  adopted (running: RUNNING) or its exit is recorded (exited); without a container its
+  reservation is forgotten and it waits again. One created but not started is given
+  ``SETTLE_S`` first: a daemon killed while it asked the engine to start it leaves a start the
+  engine is still carrying out, and forgetting the job then would run it twice (that start, and
+  the next attempt's). It is adopted if it starts meanwhile, else removed with the reservation;
 - a RUNNING or STOPPING job whose container vanished ends NODE_FAIL ("container vanished")
   and is requeued per policy; one whose container exited has the exit recorded;
 - any other container (no job holding slices, an old attempt, a job that ended and whose
@@ -32,6 +35,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("ds01q.controller")
 S = JobState
 VANISHED = "container vanished"
+NEVER_STARTED = "container created but never started"
+SETTLE_S = 10.0  # how long a container seen created, not started, may still be starting (see above)
+
+
+class Unstarted:
+    """Since when each container of a STARTING job's current attempt has been seen created, not started."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, float] = {}
+        self.failed: set[int] = set()  # jobs whose launch failed here with the container created, not started
+
+    def settling(self, ref: str, now: float) -> bool:
+        """Is ``ref`` still within ``SETTLE_S`` of being first seen so (a start may be in flight)?"""
+        if ref not in self.since:
+            self.since[ref] = now
+            log.info("container %s is created, not started: a start may be in flight; waiting up to %.0f s",
+                     ref[:12], SETTLE_S)
+        first = self.since[ref]
+        return first <= now < first + SETTLE_S  # (a clock set back past ``first`` ends the wait)
+
+    def keep_only(self, settling: dict[str, int]) -> None:
+        """Forget all but the containers still settling (by ref, with their job ids)."""
+        self.since = {r: t for r, t in self.since.items() if r in settling}
+        self.failed &= set(settling.values())
 
 
 @dataclass
@@ -66,6 +93,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
     report = Report()
     exits: list[tuple[int, Handle, ExitInfo]] = []
     keep: set[str] = set()
+    settling: dict[str, int] = {}
     now = ctl.clock.now()
     with ctl.txn() as session:
         holding = store.jobs_in(session, store.HOLDING)
@@ -86,6 +114,19 @@ def reconcile_containers(ctl: Controller) -> Report | None:
             if cur is not None:
                 keep.add(cur.handle.ref)
             if job.state == S.STARTING.value:
+                unstarted = next((f for f in mine if f.attempt == job.launch_attempt and not f.started),
+                                 None) if cur is None and job.container is None else None
+                if unstarted is not None:
+                    if ctl.unstarted.settling(unstarted.handle.ref, now):
+                        keep.add(unstarted.handle.ref)
+                        settling[unstarted.handle.ref] = job.id
+                        continue
+                    # never started: forgotten, the container removed below; a try of its own when a launch
+                    # of this daemon failed so (``launching.py``), not after a restart (the daemon's doing)
+                    ctl._forget(session, job, now, NEVER_STARTED, count=job.id in ctl.unstarted.failed)
+                    ctl.unstarted.failed.discard(job.id)
+                    report.forgotten.append(job.id)
+                    continue
                 if cur is None:
                     ctl._forget(session, job, now, "no container after the launch (daemon restarted?)", count=False)
                     report.forgotten.append(job.id)
@@ -121,6 +162,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
                 report.recorded.append(job_id)
         except Conflict as e:
             log.info("exit of job %s: %s", job_id, e)
+    ctl.unstarted.keep_only(settling)
     with ctl.lock:
         keep |= removing | ctl.removing
     for f in found:

@@ -111,6 +111,9 @@ class Creating:
             # that container may run, and the caller looks for it before it forgets the launch)
             self._discard(cid, held, job_cg, spec.job_id)
             raise ExecutorError(f"cannot start container for job {spec.job_id}: {api_error(e)}") from None
+        except BaseException:  # the answer lost: the container is left to the caller; the staging point goes (a
+            held.release()  # start the engine carries out has made its own mount, or fails for want of one)
+            raise
         held.release()
         with self._lock:
             self._last.pop(spec.job_id, None)
@@ -152,6 +155,9 @@ class Creating:
             except docker.errors.DockerException as e:
                 held.release()
                 raise ExecutorError(f"cannot create container for job {spec.job_id}: {api_error(e)}") from None
+            except BaseException:  # the answer lost (the engine may have made it: the next attempt's name differs)
+                held.release()
+                raise
             container = self._existing(spec)  # 409: the name is taken
             if container is None:
                 continue  # removed meanwhile

@@ -29,7 +29,7 @@ from ds01q.errors import ExecutorError
 from ds01q.executors.base import ExitInfo, Found, Handle, LaunchSpec
 from ds01q.types import Usage
 
-__all__ = ["LOST", "SIGTERM_EXIT", "FakeExecutor", "Outcome"]
+__all__ = ["LOST", "NEVER_STARTED", "SIGTERM_EXIT", "FakeExecutor", "Outcome"]
 
 Outcome = ExitInfo | int
 """What a handler returns for a job that ends at once: an ExitInfo, or just an exit code."""
@@ -39,6 +39,10 @@ SIGTERM_EXIT = 143  # 128 + SIGTERM
 LOST = ExitInfo(exit_code=None, oom_killed=False, finished_at=None, cpu_s=None, max_rss_bytes=None,
                 error="container lost")
 """What ``poll`` returns for a handle it does not know (never launched, or removed)."""
+
+NEVER_STARTED = ExitInfo(exit_code=None, oom_killed=False, finished_at=None, cpu_s=None, max_rss_bytes=None,
+                         error="container was created but never started")
+"""What ``poll`` returns for a container created and not started (as the Docker executor says it)."""
 
 
 def keep_running(spec: LaunchSpec) -> Outcome | None:
@@ -52,6 +56,7 @@ class _Job:
     cpu_s: float | None = None
     exit: ExitInfo | None = None
     attempt: int = 0
+    started: bool = True
 
 
 class FakeExecutor:
@@ -86,8 +91,11 @@ class FakeExecutor:
         """
         with self._lock:
             self._check_up()
-            for old in self._jobs.values():
+            for ref, old in list(self._jobs.items()):
                 if old.handle.job_id == spec.job_id and old.attempt == spec.attempt:
+                    if not old.started:  # created, never started: made again, as the Docker executor does
+                        del self._jobs[ref]
+                        continue
                     self.calls.append(("adopt", spec.job_id))
                     return old.handle
             self.calls.append(("launch", spec.job_id))
@@ -108,6 +116,8 @@ class FakeExecutor:
         with self._lock:
             self._check_up()
             job = self._jobs.get(handle.ref)
+            if job is not None and not job.started:
+                return NEVER_STARTED
             return LOST if job is None else job.exit
 
     def stop(self, handle: Handle, grace_s: float) -> None:
@@ -119,7 +129,7 @@ class FakeExecutor:
                 self.fail_stops -= 1
                 raise ExecutorError(f"fake: cannot stop {handle.ref}")
             job = self._jobs.get(handle.ref)
-            if job is None or job.exit is not None:
+            if job is None or job.exit is not None or not job.started:
                 return
             job.exit = self._exit_info(job, SIGTERM_EXIT)
         self._notify(handle.job_id)
@@ -160,13 +170,13 @@ class FakeExecutor:
     def running(self) -> dict[int, Handle]:
         """Jobs launched and not yet ended, by job id."""
         with self._lock:
-            return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is None}
+            return {j.handle.job_id: j.handle for j in self._jobs.values() if j.exit is None and j.started}
 
     def containers(self) -> list[Found]:
-        """Every job launched and not removed, running or ended."""
+        """Every job launched (or only created) and not removed, running or ended."""
         with self._lock:
             self._check_up()
-            return [Found(j.handle, j.attempt, j.exit) for j in self._jobs.values()]
+            return [Found(j.handle, j.attempt, j.exit, started=j.started) for j in self._jobs.values()]
 
     def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
         """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends.
@@ -183,6 +193,23 @@ class FakeExecutor:
         self.closed = True
 
     # ------------------------------------------------------------ test controls
+    def create_only(self, spec: LaunchSpec) -> Handle:
+        """The container of ``spec``'s attempt created and not started: a daemon killed while it asked the
+        engine to start it (``start_created`` is the engine finishing that start)."""
+        with self._lock:
+            self.calls.append(("create", spec.job_id))
+            n = self._launches[spec.job_id] = self._launches.get(spec.job_id, 0) + 1
+            handle = Handle(job_id=spec.job_id, ref=f"fake-{spec.job_id}-{n}")
+            self.specs[spec.job_id] = spec
+            self._jobs[handle.ref] = _Job(handle, attempt=spec.attempt, started=False)
+            return handle
+
+    def start_created(self, job_id: int) -> None:
+        """The engine finishes the start of ``job_id``'s created container (``create_only``): it runs."""
+        with self._lock:
+            job = next(j for j in self._jobs.values() if j.handle.job_id == job_id and not j.started)
+            job.started = True
+
     def finish(self, job_id: int, exit_code: int = 0, oom: bool = False, cpu_s: float | None = None) -> None:
         """End the running job ``job_id``; ``cpu_s`` defaults to the value from ``set_cpu`` (or None).
 

@@ -11,6 +11,8 @@ import pytest
 from ds01q.controller import Controller
 from ds01q.controller.launch import launch_spec
 from ds01q.db import store
+from ds01q.errors import ExecutorError
+from ds01q.executors.base import LaunchSpec
 from ds01q.services import jobs
 from tests.controller.test_controller import ROOT, Harness
 from tests.dbs import DATABASES, migrated_url
@@ -79,6 +81,79 @@ def test_restart_forgets_a_starting_job_without_container(h: Harness) -> None:
     h.tick()
     job = h.job(job_id)
     assert job.state == "RUNNING" and job.launch_attempt == 2 and job.requeue_count == 0
+
+
+def crash_during_container_start(h: Harness) -> int:
+    """Assume a job, create its container, and 'crash' while the engine is still starting it."""
+    job_id = h.submit()
+    h.controller.run_async = lambda fn, *a: None  # type: ignore[method-assign]
+    h.controller.schedule_and_dispatch(h.clock.now())
+    with h.sessions() as s:
+        h.ex.create_only(launch_spec(h.settings.current, store.get_job(s, job_id), store.allocations_of(s, job_id), None))
+    return job_id
+
+
+def test_restart_waits_for_a_container_the_engine_may_still_be_starting(h: Harness) -> None:
+    """A daemon killed while it asked the engine to start a container: the engine starts it a moment
+    later. Forgetting the job at the restart would run it twice; it is adopted once it runs."""
+    job_id = crash_during_container_start(h)
+    restart(h)
+    h.tick(advance=6)
+    assert h.job(job_id).state == "STARTING" and ("remove", job_id) not in h.ex.calls
+    h.ex.start_created(job_id)  # the engine's start, from before the kill, completes
+    h.tick(advance=6)
+    h.tick()
+    job = h.job(job_id)
+    assert (job.state, job.container, job.launch_attempt) == ("RUNNING", f"fake-{job_id}-1", 1)
+    assert ("launch", job_id) not in h.ex.calls and len(h.active_allocations()) == 1
+
+
+def test_a_container_never_started_is_forgotten_after_the_settle_time_and_the_job_runs_once(h: Harness) -> None:
+    job_id = crash_during_container_start(h)
+    restart(h)
+    h.tick(2, advance=6)  # sweeps at 0 and 6 s: it may still be starting
+    assert h.job(job_id).state == "STARTING" and ("remove", job_id) not in h.ex.calls
+    h.tick()  # 12 s: past SETTLE_S, the start never came: forgotten, its container removed, launched again
+    assert "container created but never started" in [r for _, r in h.events(job_id)]
+    job = h.job(job_id)
+    assert (job.state, job.container, job.launch_attempt) == ("RUNNING", f"fake-{job_id}-2", 2)
+    assert job.requeue_count == 0  # the daemon's restart, not a try of the job's
+    assert [f.handle.ref for f in h.ex.containers()] == [f"fake-{job_id}-2"]
+    assert h.ex.calls.count(("launch", job_id)) == 1
+
+
+def launch_cut_during_the_start(h: Harness) -> int:
+    """A job whose launch fails with its container created, not started (the connection to the engine broke
+    during the start: the engine may or may not carry it out)."""
+    def created_only(spec: LaunchSpec) -> None:
+        h.ex.create_only(spec)
+        raise ExecutorError("cannot reach the Docker engine: Connection aborted")
+
+    job_id = h.submit()
+    h.ex.launch = created_only  # type: ignore[method-assign]
+    h.tick()
+    del h.ex.launch
+    assert h.job(job_id).state == "STARTING"
+    return job_id
+
+
+def test_a_start_whose_answer_was_cut_is_not_forgotten_while_the_engine_may_run_it(h: Harness) -> None:
+    """The engine took the start, the connection broke before its answer: the container lists as created
+    until the engine finishes. The launch leaves the job STARTING for the sweep, which adopts it."""
+    job_id = launch_cut_during_the_start(h)
+    h.ex.start_created(job_id)
+    h.tick(advance=6)
+    h.tick()
+    job = h.job(job_id)
+    assert (job.state, job.container, job.requeue_count) == ("RUNNING", f"fake-{job_id}-1", 0)
+
+
+def test_a_start_cut_before_the_engine_is_a_failed_try_after_the_settle_time(h: Harness) -> None:
+    job_id = launch_cut_during_the_start(h)
+    h.tick(4, advance=6)  # first seen at the sweep of 6 s, forgotten at the one of 18 s
+    job = h.job(job_id)
+    assert "container created but never started" in [r for _, r in h.events(job_id)]
+    assert (job.state, job.requeue_count) == ("PENDING", 1) and h.ex.containers() == []  # a try, with backoff
 
 
 def test_a_vanished_container_ends_node_fail_and_requeues(h: Harness) -> None:

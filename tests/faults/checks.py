@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import yaml
 
 from ds01q.client.api import FINAL, Client
+from ds01q.executors.docker import name_prefix
+from ds01q.executors.heldmount import DEFAULT_ROOT as HELD_ROOT
 from tests.support import Daemon
 
 MARKER_SCRIPT = "#!/bin/sh\necho $DS01Q_JOB_ID >> {marker}\nsleep {sleep}\n"
@@ -86,4 +89,8 @@ def check_invariants(d: Daemon, c: Client, ids: list[int], marker: Path, timeout
         time.sleep(0.5)
     assert not held, f"slices held with every job final: {held}"
     assert d.containers() == [], "containers left behind"
+    staging = os.path.join(HELD_ROOT, name_prefix(d.instance)) + "/"
+    staged = [m for m in (line.split()[1] for line in Path("/proc/mounts").read_text().splitlines())
+              if m.startswith(staging)]
+    assert staged == [], f"staging mounts of working directories left behind: {staged}"
     return jobs

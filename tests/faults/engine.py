@@ -55,13 +55,22 @@ class PrivateEngine:
             subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True, capture_output=True)
         return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]  # nsenter execs: the pid is the engine's
 
-    def start(self, live_restore: bool = False, timeout: float = 60) -> None:
+    def start(self, live_restore: bool = False, timeout: float = 60, start_delay_s: float = 0.0) -> None:
+        """``start_delay_s``: every container start takes that much longer (a loaded machine), between the
+        container's creation by runc (its mounts made) and its process's start: the engine lists it as
+        created, not running, meanwhile. A wrapper of runc, the engine's default runtime, waits there."""
         args = self._in_netns([
             "dockerd", "--containerd", self._start_containerd(timeout), "--exec-opt", "native.cgroupdriver=cgroupfs",
             "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"), "-H", self.docker_host,
             "--pidfile", str(self.root / "docker.pid"), "--iptables=false", "--ip-masq=false"])
         if live_restore:
             args.append("--live-restore")
+        if start_delay_s:
+            slow = self.root / "slow-runc"
+            slow.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = start ] && sleep {start_delay_s} && break; done\n'
+                            f'exec {shutil.which("runc") or "runc"} "$@"\n')
+            slow.chmod(0o755)
+            args += ["--add-runtime", f"slow={slow}", "--default-runtime", "slow"]
         with open(self.root / "dockerd.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -21,7 +21,9 @@ import pytest
 from ds01q.client.api import Client
 from ds01q.errors import ServerUnavailable
 from ds01q.faultpoints import POINTS
+from ds01q.controller.reconcile import NEVER_STARTED
 from tests.faults.checks import MARKER_SCRIPT, check_invariants, runs
+from tests.faults.engine import PrivateEngine
 from tests.faults.proxy import EngineProxy, Faults
 from tests.support import REPO, Daemon
 
@@ -159,13 +161,64 @@ def test_crash_at_a_point_of_the_launch(point: str, make_daemon: Callable[..., D
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, (history(jobs), info_log(d))
     assert runs(marker) == {i: 1 for i in ids}
     first = jobs[min(ids)]
-    if point in ("assume", "create"):  # reserved without a started container: forgotten, launched again
+    if point == "assume":  # reserved without a container: forgotten, launched again
         assert FORGOTTEN in reasons(first), history(jobs)
+    if point == "create":  # created, its start never reached the engine: forgotten after SETTLE_S
+        assert NEVER_STARTED in reasons(first), history(jobs)
     if point in ("start", "exit"):  # a started container is adopted or its exit recorded: no relaunch
         assert [e["state"] for e in first["events"]].count("STARTING") == 1, (history(jobs), info_log(d))
     if proxy is not None:
         assert faults.left() == 0
         proxy.down()
+
+
+@pytest.mark.timeout(180)
+def test_a_start_still_under_way_when_the_daemon_died_runs_the_job_once(
+        make_daemon: Callable[..., Daemon], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The daemon is killed while the engine starts a container, and the start takes long (a loaded
+    machine; here a private engine whose runtime waits 4 s): the restarted daemon lists that container
+    as created, not started. Forgetting the job then ran it twice in the soak (that start, and the next
+    attempt's). It is adopted once it runs, and runs once. (A removal of it would wait for the start in
+    the engine; the proxy holds one until the job has run, so a wrong removal cannot hide a second run.)"""
+    engine = PrivateEngine()
+    proxy = EngineProxy(str(tmp_path / "engine.sock"), upstream=str(engine.sock), faults=Faults())
+    try:
+        engine.start(start_delay_s=4)
+        engine.load_test_image()
+        holder: list[Daemon] = []
+        marker = tmp_path / "unused"
+
+        def kill() -> str:
+            assert holder[0].proc is not None
+            os.kill(holder[0].proc.pid, signal.SIGKILL)
+            return "forward"  # the engine starts it all the same, slowly
+
+        def removal_after_the_run() -> str:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not runs(marker):
+                time.sleep(0.1)
+            return "forward"
+
+        assert proxy.faults is not None
+        proxy.faults.add("POST", r"/containers/[^/]+/start", kill)
+        proxy.faults.add("DELETE", r"/containers/[^/]+", removal_after_the_run)
+        proxy.up()
+        monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
+        d = make_daemon(groups=ONE_AT_A_TIME)
+        holder.append(d)
+        marker = d.root / "marker"
+        ids, marker = submit_across_the_crash(d, 2, 0.5)
+        with Client(d.socket, timeout=30) as c:
+            jobs = check_invariants(d, c, ids, marker, timeout=90)
+        assert runs(marker) == {i: 1 for i in ids}, (runs(marker), history(jobs), info_log(d))
+        assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, (history(jobs), info_log(d))
+        first = jobs[min(ids)]
+        assert [e["state"] for e in first["events"]].count("STARTING") == 1, (history(jobs), info_log(d))
+        assert not {FORGOTTEN, NEVER_STARTED} & set(reasons(first)), history(jobs)  # adopted, or its exit recorded
+        assert proxy.faults.left() == 0
+    finally:
+        proxy.down()
+        engine.close()
 
 
 @pytest.mark.timeout(120)
