@@ -40,16 +40,18 @@ SETTLE_S = 10.0  # how long a container seen created, not started, may still be 
 
 
 class Unstarted:
-    """Since when each container of a STARTING job's current attempt has been seen created, not started."""
+    """Containers of a STARTING job's current attempt seen created, not started: since when (their creation,
+    which a restart does not reset, else when this daemon first saw them)."""
 
     def __init__(self) -> None:
         self.since: dict[str, float] = {}
         self.failed: set[int] = set()  # jobs whose launch failed here with the container created, not started
 
-    def settling(self, ref: str, now: float) -> bool:
-        """Is ``ref`` still within ``SETTLE_S`` of being first seen so (a start may be in flight)?"""
+    def settling(self, found: Found, now: float) -> bool:
+        """Is ``found`` still within ``SETTLE_S`` of its creation (a start may be in flight)?"""
+        ref = found.handle.ref
         if ref not in self.since:
-            self.since[ref] = now
+            self.since[ref] = found.created_at if found.created_at is not None else now
             log.info("container %s is created, not started: a start may be in flight; waiting up to %.0f s",
                      ref[:12], SETTLE_S)
         first = self.since[ref]
@@ -117,7 +119,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
                 unstarted = next((f for f in mine if f.attempt == job.launch_attempt and not f.started),
                                  None) if cur is None and job.container is None else None
                 if unstarted is not None:
-                    if ctl.unstarted.settling(unstarted.handle.ref, now):
+                    if ctl.unstarted.settling(unstarted, now):
                         keep.add(unstarted.handle.ref)
                         settling[unstarted.handle.ref] = job.id
                         continue

@@ -139,12 +139,14 @@ class ExitInfo:
 class Found:
     """One job container as ``containers()`` sees it: ``exit`` is None while it runs.
 
-    ``started`` is False for a container that was created but never started."""
+    ``started`` is False for a container that was created but never started; ``created_at`` is when it was
+    created (epoch seconds), where the executor knows it."""
 
     handle: Handle
     attempt: int
     exit: ExitInfo | None
     started: bool = True
+    created_at: float | None = None
 
 
 @runtime_checkable

@@ -323,7 +323,9 @@ class DockerExecutor(Creating, EventWatch):
             if status in ALIVE:
                 out.append(Found(h, attempt, None))
             elif status == "created":
-                out.append(Found(h, attempt, None, started=False))
+                created = c.get("Created")  # epoch seconds
+                out.append(Found(h, attempt, None, started=False,
+                                 created_at=float(created) if isinstance(created, (int, float)) else None))
             else:
                 info = self.poll(h)
                 if info is not None:

@@ -57,6 +57,7 @@ class _Job:
     exit: ExitInfo | None = None
     attempt: int = 0
     started: bool = True
+    created_at: float | None = None
 
 
 class FakeExecutor:
@@ -176,7 +177,8 @@ class FakeExecutor:
         """Every job launched (or only created) and not removed, running or ended."""
         with self._lock:
             self._check_up()
-            return [Found(j.handle, j.attempt, j.exit, started=j.started) for j in self._jobs.values()]
+            return [Found(j.handle, j.attempt, j.exit, started=j.started, created_at=j.created_at)
+                    for j in self._jobs.values()]
 
     def watch(self, on_exit: Callable[[int], None], on_lost: Callable[[str], None] | None = None) -> None:
         """Keep ``on_exit``; it is called synchronously, outside the lock, whenever a job ends.
@@ -201,7 +203,8 @@ class FakeExecutor:
             n = self._launches[spec.job_id] = self._launches.get(spec.job_id, 0) + 1
             handle = Handle(job_id=spec.job_id, ref=f"fake-{spec.job_id}-{n}")
             self.specs[spec.job_id] = spec
-            self._jobs[handle.ref] = _Job(handle, attempt=spec.attempt, started=False)
+            self._jobs[handle.ref] = _Job(handle, attempt=spec.attempt, started=False,
+                                          created_at=self.clock.now() if self.clock is not None else None)
             return handle
 
     def start_created(self, job_id: int) -> None:

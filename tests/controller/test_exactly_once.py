@@ -122,6 +122,20 @@ def test_a_container_never_started_is_forgotten_after_the_settle_time_and_the_jo
     assert h.ex.calls.count(("launch", job_id)) == 1
 
 
+def test_restarts_quicker_than_the_settle_time_do_not_keep_a_never_started_container_for_ever(h: Harness) -> None:
+    """The wait counts from the container's creation, not from each restart's first look (a soak killing the
+    daemon every 5 s kept six jobs STARTING for ever)."""
+    job_id = crash_during_container_start(h)
+    for _ in range(3):
+        restart(h)
+        h.tick(advance=5)
+    restart(h)
+    h.tick()
+    job = h.job(job_id)
+    assert "container created but never started" in [r for _, r in h.events(job_id)]
+    assert (job.state, job.launch_attempt) == ("RUNNING", 2)
+
+
 def launch_cut_during_the_start(h: Harness) -> int:
     """A job whose launch fails with its container created, not started (the connection to the engine broke
     during the start: the engine may or may not carry it out)."""
