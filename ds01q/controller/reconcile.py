@@ -57,10 +57,10 @@ class Unstarted:
         first = self.since[ref]
         return first <= now < first + SETTLE_S  # (a clock set back past ``first`` ends the wait)
 
-    def keep_only(self, settling: dict[str, int]) -> None:
-        """Forget all but the containers still settling (by ref, with their job ids)."""
+    def keep_only(self, settling: dict[str, int], launching: set[int]) -> None:
+        """Forget all but the containers still settling (by ref, with their job ids), and the jobs being launched."""
         self.since = {r: t for r, t in self.since.items() if r in settling}
-        self.failed &= set(settling.values())
+        self.failed &= set(settling.values()) | launching
 
 
 @dataclass
@@ -164,7 +164,7 @@ def reconcile_containers(ctl: Controller) -> Report | None:
                 report.recorded.append(job_id)
         except Conflict as e:
             log.info("exit of job %s: %s", job_id, e)
-    ctl.unstarted.keep_only(settling)
+    ctl.unstarted.keep_only(settling, busy)
     with ctl.lock:
         keep |= removing | ctl.removing
     for f in found:
