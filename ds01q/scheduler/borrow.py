@@ -159,7 +159,7 @@ def _for_gpus(need: int, accepted: Sequence[SliceInfo], holder: Mapping[str, Run
     return None if best is None else (best[1], best[2])
 
 
-# The pass's steps 6 and 7 (``p`` is cycle._Pass after its main loop).
+# The pass's steps 6 and 7 (``p`` is cycle._Pass after its main loop; its per-shape and per-user state is pass_state.py).
 def borrow_pass(p: Any, jobs: Sequence[PendingJob]) -> frozenset[int]:
     """Step 6: jobs that only ``max_gpus`` stops start on slices no within-quota waiter could take."""
     snap = p.snap

@@ -42,84 +42,17 @@ import math
 from dataclasses import replace
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
 
 from ds01q.errors import ConfigError
 from ds01q.scheduler.borrow import borrow_pass, borrowers, reclaim
 from ds01q.scheduler.backfill import NO_SLICES, Reservation, availability, hold_reserved
-from ds01q.scheduler.limits import Account, LimitTracker, hard_limit_refusal, limits_for, runtime_refusal, shape_for
+from ds01q.scheduler.limits import Account, LimitTracker, limits_for, runtime_refusal, shape_for
 from ds01q.scheduler.placement import FreePool, Shape, earliest_fit, fits_in, least_loaded_node, shape_equiv
 from ds01q.scheduler.priority import BACKFILL, FIFO, POLICIES, compute_priorities, order_pending
 from ds01q.scheduler.snapshot import CycleResult, Limits, PendingInfo, PendingJob, Placement, Snapshot
+from ds01q.scheduler.pass_state import Matching, ShapeState, UserState, Wait
 from ds01q.scheduler.views import LazyMapping
 from ds01q.types import Reason, RequestKind, ResourceRequest, SliceInfo
-
-
-class _Matching(NamedTuple):
-    """What a shape's slice filter gives, shared by users whose limits filter alike."""
-
-    everywhere: tuple[SliceInfo, ...]  # the slices the shape accepts
-    usable: tuple[SliceInfo, ...]  # those not drained
-    equiv: float  # the fewest GPU-equivalents the shape can take (from usable, else everywhere)
-    fits_everywhere: bool
-    fits_usable: bool
-
-
-class _ShapeState:
-    """One shape (a request under one set of limits) during a pass."""
-
-    __slots__ = ("shape", "candidates", "equiv", "nslices", "static", "no_gpus", "exhausted", "blocked_from",
-                 "estimate", "resources_wait", "behind_wait")
-
-    def __init__(self, shape: Shape, matching: _Matching, limits: Limits, owner: str) -> None:
-        self.shape = shape
-        self.candidates = matching.usable
-        self.equiv = matching.equiv
-        request = shape.request
-        self.nslices = 0 if request.kind == RequestKind.NONE else (
-            request.count if request.kind == RequestKind.GPUS else 1)
-        static = _static_reason(shape, limits, matching, owner)
-        self.static: _Wait | None = None if static is None else (static[0], static[1], None, None)
-        self.no_gpus = f"No GPUs available for {request.describe()}"
-        self.exhausted = False  # no free slice fits any more in this pass
-        self.blocked_from = math.inf  # the reservation withholds the fit from jobs with time limits >= this
-        self.estimate: tuple[float | None, str] | None = None
-        # Waits shared by every job of the shape (fewer tuples for big queues).
-        self.resources_wait: _Wait = (Reason.RESOURCES, self.no_gpus, self, None)
-        self.behind_wait: _Wait | None = None  # Priority: behind the fifo head or the reservation
-
-
-def _static_reason(shape: Shape, limits: Limits, matching: _Matching, owner: str) -> tuple[Reason, str] | None:
-    refusal = hard_limit_refusal(shape.request, limits, matching.equiv, None, owner)
-    if refusal is not None:
-        return Reason.USER_LIMIT, refusal
-    if not matching.fits_everywhere:
-        return Reason.NEVER_FITS, f"no {shape.request.describe()} in the current layout"
-    if not matching.fits_usable:
-        return Reason.DRAINING, f"only drained slices fit {shape.request.describe()}"
-    return None
-
-
-# A waiting job: reason, detail, its shape (for the estimate and hints) or None, its
-# estimated start when known without the shape (BeginTime, the reservation).
-_Wait = tuple[Reason, str, _ShapeState | None, float | None]
-
-
-class _UserState:
-    __slots__ = ("group", "account", "index", "owner", "max_runtime_s", "shapes", "refused", "refused_interactive")
-
-    def __init__(self, group: str, account: Account, index: int, owner: str, shapes: dict[int, _ShapeState]) -> None:
-        self.group = group
-        self.account = account
-        self.index = index  # shared by users with equal limits, so they share shapes
-        self.owner = owner  # " of group student" / " of user alice", for messages
-        runtime = account.limits.max_runtime_s
-        self.max_runtime_s = math.inf if runtime is None else runtime + 1e-9
-        self.shapes = shapes  # id(job.request) -> shape; one dict per limits index, shared
-        # Limit refusals per shape. Holdings only grow during a pass, so a job refused
-        # now stays refused: later jobs of the same user and shape reuse the answer.
-        self.refused: dict[_ShapeState, _Wait] = {}
-        self.refused_interactive: dict[_ShapeState, _Wait] = {}
 
 
 class _Pass:
@@ -132,20 +65,20 @@ class _Pass:
         self.pool = FreePool((s for s in snapshot.slices if not s.drained and s.uuid not in held), self.busy)
         self.avail = availability(self.now, snapshot.slices, snapshot.running)
         self.tracker = LimitTracker(snapshot.running, by_uuid)
-        self.users: dict[str, _UserState] = {}  # by user name, for their latest group
-        self.user_groups: dict[tuple[str, str], _UserState] = {}
+        self.users: dict[str, UserState] = {}  # by user name, for their latest group
+        self.user_groups: dict[tuple[str, str], UserState] = {}
         self.limit_ids: dict[tuple[Limits, str], int] = {}
-        self.index_shapes: list[dict[int, _ShapeState]] = []  # limits index -> id(request) -> shape
+        self.index_shapes: list[dict[int, ShapeState]] = []  # limits index -> id(request) -> shape
         self.group_limits: dict[str, tuple[Limits, str, int]] = {}  # for users without their own limits
         self.requests: dict[int, ResourceRequest] = {}  # id(request) -> the first equal request seen
         self.canonical: dict[ResourceRequest, ResourceRequest] = {}
-        self.shapes: dict[tuple[int, int], _ShapeState] = {}  # (id of canonical request, limits index)
-        self.matching: dict[Shape, _Matching] = {}
+        self.shapes: dict[tuple[int, int], ShapeState] = {}  # (id of canonical request, limits index)
+        self.matching: dict[Shape, Matching] = {}
         self.reservation: Reservation | None = None
-        self.fifo_head: _ShapeState | None = None
+        self.fifo_head: ShapeState | None = None
         self.fifo_head_id = 0
         self.placements: list[Placement] = []
-        self.waiting: dict[int, _Wait] = {}
+        self.waiting: dict[int, Wait] = {}
         self.throttle = snapshot.array_throttle  # array id -> tasks allowed to run at once
         self.array_running: Counter[int] = Counter(j.array_id for j in snapshot.running
                                                    if j.array_id is not None and j.array_id in self.throttle)
@@ -223,7 +156,7 @@ class _Pass:
                         return
         waiting[job.id] = wait
 
-    def _not_ready(self, job: PendingJob) -> _Wait | None:
+    def _not_ready(self, job: PendingJob) -> Wait | None:
         if job.held:
             return Reason.HELD, "held", None, None
         if job.dependency == "never":
@@ -234,7 +167,7 @@ class _Pass:
             return Reason.PRIORITY, "BeginTime", None, job.eligible_at
         return None
 
-    def _user(self, job: PendingJob) -> _UserState:
+    def _user(self, job: PendingJob) -> UserState:
         user = self.user_groups.get((job.user, job.group))
         if user is None:
             if job.user in self.snap.user_limits:
@@ -247,7 +180,7 @@ class _Pass:
                 limits, owner, index = found
             policy = self.snap.groups.get(job.group)
             account = self.tracker.account(job.user, job.group, limits, policy.group_max_gpus if policy else None)
-            user = self.user_groups[(job.user, job.group)] = _UserState(job.group, account, index, owner,
+            user = self.user_groups[(job.user, job.group)] = UserState(job.group, account, index, owner,
                                                                         self.index_shapes[index])
         self.users[job.user] = user
         return user
@@ -259,7 +192,7 @@ class _Pass:
             self.index_shapes.append({})
         return limits, owner, index
 
-    def _new_shape(self, request: ResourceRequest, user: _UserState) -> _ShapeState:
+    def _new_shape(self, request: ResourceRequest, user: UserState) -> ShapeState:
         # The snapshot holds every request for the whole pass, so id() is stable; equal
         # requests in distinct objects map to the first one seen (one hash per object).
         canonical = self.requests.get(id(request))
@@ -270,20 +203,20 @@ class _Pass:
         if state is None:
             limits = user.account.limits
             shape = shape_for(canonical, limits)
-            state = self.shapes[key] = _ShapeState(shape, self._matching(shape), limits, user.owner)
+            state = self.shapes[key] = ShapeState(shape, self._matching(shape), limits, user.owner)
         user.shapes[id(request)] = state
         return state
 
-    def _matching(self, shape: Shape) -> _Matching:
+    def _matching(self, shape: Shape) -> Matching:
         found = self.matching.get(shape)
         if found is None:
             everywhere = tuple(s for s in self.snap.slices if shape.accepts(s))
             usable = tuple(s for s in everywhere if not s.drained)
-            found = self.matching[shape] = _Matching(everywhere, usable, shape_equiv(shape, usable or everywhere),
+            found = self.matching[shape] = Matching(everywhere, usable, shape_equiv(shape, usable or everywhere),
                                                      fits_in(shape, everywhere), fits_in(shape, usable))
         return found
 
-    def _try_gpus(self, job: PendingJob, state: _ShapeState, account: Account) -> _Wait | None:
+    def _try_gpus(self, job: PendingJob, state: ShapeState, account: Account) -> Wait | None:
         limit_s = job.time_limit_s
         exclude = self.reservation.exclude_for(self.now, limit_s) if self.reservation else NO_SLICES
         found = self.pool.find(state.shape, exclude)
@@ -303,7 +236,7 @@ class _Pass:
         self._place(job, account, found, equiv)
         return None
 
-    def _behind(self, state: _ShapeState) -> _Wait:
+    def _behind(self, state: ShapeState) -> Wait:
         if self.fifo_head is not None:
             detail = f"waiting behind job {self.fifo_head_id} (fifo)"
         else:
@@ -312,7 +245,7 @@ class _Pass:
         state.behind_wait = (Reason.PRIORITY, detail, state, None)
         return state.behind_wait
 
-    def _on_resources(self, job: PendingJob, state: _ShapeState) -> _Wait:
+    def _on_resources(self, job: PendingJob, state: ShapeState) -> Wait:
         policy = self.snap.policy
         if policy == FIFO:
             self.fifo_head, self.fifo_head_id = state, job.id
@@ -342,7 +275,7 @@ class _Pass:
             hold_reserved(self.avail, self.reservation)
         resolved: dict[int, tuple[float | None, str]] = {}  # id(wait) -> start, detail; waits are shared
 
-        def build(job_id: int, wait: _Wait) -> PendingInfo:
+        def build(job_id: int, wait: Wait) -> PendingInfo:
             found = resolved.get(id(wait))
             if found is None:
                 found = resolved[id(wait)] = self._resolve(wait)
@@ -350,7 +283,7 @@ class _Pass:
 
         return LazyMapping(self.waiting, build)
 
-    def _resolve(self, wait: _Wait) -> tuple[float | None, str]:
+    def _resolve(self, wait: Wait) -> tuple[float | None, str]:
         """A wait's estimated start and full detail."""
         reason, detail, state, start = wait
         if state is not None:
@@ -367,7 +300,7 @@ class _Pass:
             start = None
         return start, detail
 
-    def _estimate(self, state: _ShapeState) -> tuple[float | None, str]:
+    def _estimate(self, state: ShapeState) -> tuple[float | None, str]:
         if state.estimate is None:
             fit = earliest_fit(state.shape, state.candidates, self.avail, self.busy)
             start = None if fit is None else fit[0]
