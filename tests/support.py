@@ -19,8 +19,9 @@ import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
+import pytest
 import yaml
 
 # Loaded before fork: after dropping to a test user, the interpreter's stdlib under /root is unreadable.
@@ -41,6 +42,14 @@ INVENTORY = [
              {"uuid": "MIG-00000000-0000-0000-0000-000000000013", "profile": "2g.10gb"}]},
     {"uuid": "GPU-00000000-0000-0000-0000-000000000002", "name": "NVIDIA A100-PCIE-40GB"},
 ]
+
+
+def unless_root(reason: str) -> NoReturn:
+    """A test that needs what root can always do here (mount a tmpfs, write cgroups): skipped in a run
+    without root, and a failure as root, as CI runs the suite, so CI never skips it."""
+    if os.geteuid() == 0:
+        pytest.fail(f"as root: {reason}")
+    pytest.skip(reason)
 
 
 def ensure_user(name: str) -> pwd.struct_passwd:

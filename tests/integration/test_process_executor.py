@@ -22,6 +22,7 @@ from ds01q.errors import ExecutorError
 from ds01q.executors import cgroups
 from ds01q.executors.base import ExitInfo, Handle, LaunchSpec
 from ds01q.executors.process import ProcessExecutor
+from tests.support import unless_root
 
 TEST_USER = "ds01qtest1"
 CGROUP_ROOT = f"/ds01q-proc-test-{os.getpid()}"
@@ -200,7 +201,7 @@ def test_exit_codes(executor: ProcessExecutor, make_spec: Callable[..., LaunchSp
 def test_memory_limit_oom_kill(executor: ProcessExecutor, make_spec: Callable[..., LaunchSpec],
                                has_cgroups: bool) -> None:
     if not has_cgroups:
-        pytest.skip("no writable memory cgroup: OOM is not detected without one (documented)")
+        unless_root("no writable memory cgroup: OOM is not detected without one (documented)")
     spec = make_spec(["sh", "-c", "head -c 100m /dev/zero | tail > /dev/null"], mem_bytes=32 * 2**20)
     info, _ = run_to_end(executor, spec)
     assert info.oom_killed is True and info.exit_code != 0
@@ -228,7 +229,7 @@ def test_cpu_time_matches_what_the_job_measured(executor: ProcessExecutor,
 def test_limits_are_applied_to_the_job_cgroup(executor: ProcessExecutor, make_spec: Callable[..., LaunchSpec],
                                               has_cgroups: bool) -> None:
     if not has_cgroups:
-        pytest.skip("no writable cgroups")
+        unless_root("no writable cgroups")
     spec = make_spec(["sleep", "30"], cpus=0.5, mem_bytes=48 * 2**20, pids_limit=32)
     h = executor.launch(spec)
     try:
@@ -253,7 +254,7 @@ def test_leftover_processes_are_killed_when_the_job_ends(executor: ProcessExecut
                                                          make_spec: Callable[..., LaunchSpec],
                                                          has_cgroups: bool, workdir: str) -> None:
     if not has_cgroups:
-        pytest.skip("a setsid'ed process leaves the process group; only a cgroup catches it")
+        unless_root("a setsid'ed process leaves the process group; only a cgroup catches it")
     pidfile = os.path.join(workdir, "stray.pid")
     spec = make_spec(["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & sleep 0.3; exit 0"])
     info, _ = run_to_end(executor, spec)
