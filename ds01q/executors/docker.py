@@ -142,9 +142,9 @@ class DockerExecutor(Creating, EventWatch):
         if not self.job_cgroups or os.geteuid() != 0:
             return
         try:
-            rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            log.warning("leftover job cgroups not looked for: %s", api_error(e))
+            rows = self._rows()
+        except ExecutorError as e:
+            log.warning("leftover job cgroups not looked for: %s", e)
             return
         names = frozenset(n.lstrip("/") for c in rows for n in c.get("Names") or ())
         gone = cgroups.remove_named(_job_cgroups(self.name_prefix), keep=names)
@@ -306,11 +306,18 @@ class DockerExecutor(Creating, EventWatch):
         return out
 
     @engine_errors
-    def containers(self) -> list[Found]:
+    def _rows(self) -> list[dict[str, Any]]:
+        """The engine's listing of this instance's job containers, running or not."""
         try:
-            rows = self.client.api.containers(all=True, filters={"label": label_filters(self.instance)})
+            rows: list[dict[str, Any]] = self.client.api.containers(
+                all=True, filters={"label": label_filters(self.instance)})
         except docker.errors.DockerException as e:
             raise ExecutorError(f"cannot list containers: {api_error(e)}") from None
+        return rows
+
+    @engine_errors
+    def containers(self) -> list[Found]:
+        rows = self._rows()
         out: list[Found] = []
         for c in rows:
             labels = c.get("Labels") or {}
